@@ -1,0 +1,51 @@
+# TextSCD course. The two commands of the README: `make demo` and `make test`.
+# Both create the environment (.venv, from requirements.txt) when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.textscd-installed
+# Tests never touch the network; tqdm is silenced so notebook outputs compare cleanly.
+TEST_ENV := TEXTSCD_FAST=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+
+.PHONY: help demo test test-unit test-notebooks lint lab env bench clean-results
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || { echo "creating $(VENV) (first run: a few minutes)"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (TextSCD)" >/dev/null
+	@touch $(STAMP)
+
+env: $(STAMP)  ## create the environment only, and print what it offers
+	$(VENV)/bin/textscd env
+
+demo: $(STAMP)  ## run the whole course on the embedded mini-SECOND into results/demo/
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg $(VENV)/bin/textscd run --run-name demo
+
+test: $(STAMP)  ## unit tests + notebook tests (TEXTSCD_FAST=1) + lint
+	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+	$(VENV)/bin/ruff check .
+
+test-unit: $(STAMP)  ## unit tests only
+	$(TEST_ENV) $(PY) -m pytest -q tests
+
+test-notebooks: $(STAMP)  ## notebook tests only
+	$(TEST_ENV) $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+
+lint: $(STAMP)  ## ruff over the library, tests and notebooks
+	$(VENV)/bin/ruff check .
+
+lab: $(STAMP)  ## JupyterLab with the project kernel
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)  ## CPU benchmarks into results/benchmarks/
+	$(VENV)/bin/textscd bench --device auto
+
+clean-results:  ## remove generated runs (keeps results/demo and benchmarks)
+	rm -rf results/fast data/mini-second-fast

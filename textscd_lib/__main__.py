@@ -1,0 +1,5 @@
+"""`python -m textscd_lib …` is the same as the `textscd` command."""
+
+from textscd_lib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""The papermill series runner: ``textscd run`` (all chapters).
+
+Executes ``notebooks/NN_*.ipynb`` in order with papermill, passes each notebook the run's parameters that
+its ``parameters`` cell declares, writes executed copies to ``results/<run>/executed/`` and a ``run.json``
+(parameters, git commit, versions, device, wall time per notebook, offline substitutes used).
+
+papermill only *warns* on unknown parameters; here a parameter that no selected notebook declares is an
+error, and a failing notebook stops the run naming the notebook and the cell.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textscd_lib import env
+from textscd_lib.io_utils import atomic_write_json
+from textscd_lib.runs import read_substitutes, repo_root, run_dir
+
+log = logging.getLogger(__name__)
+
+# Set by the runner itself, declared by every notebook.
+RUNNER_PARAMETERS = ("RUN", "FAST")
+
+
+class RunError(RuntimeError):
+    """A run that cannot start (bad parameters) or a notebook that failed."""
+
+
+@dataclass
+class RunReport:
+    run: str
+    path: Path
+    notebooks: list[dict] = field(default_factory=list)
+    status: str = "running"
+
+
+def list_notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks, in order; ``only`` keeps those whose number is listed (e.g. ["03", "04"])."""
+    folder = folder or repo_root() / "notebooks"
+    books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {o.strip().zfill(2) for o in only if o.strip()}
+        unknown = wanted - {p.name[:2] for p in books}
+        if unknown:
+            raise RunError(f"--only names notebooks that do not exist: {sorted(unknown)}; "
+                           f"have {[p.name[:2] for p in books]}")
+        books = [p for p in books if p.name[:2] in wanted]
+    if not books:
+        raise RunError(f"no notebooks found in {folder}")
+    return books
+
+
+def declared_parameters(notebook: Path) -> dict[str, dict]:
+    """The names (and inferred types/defaults) a notebook's ``parameters`` cell declares."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(notebook))
+    if not params:
+        raise RunError(f"{notebook}: no cell tagged 'parameters' (every chapter needs one)")
+    return params
+
+
+def check_parameters(params: dict, declared: dict[Path, dict]) -> None:
+    known = set().union(*(set(d) for d in declared.values()))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise RunError(f"unknown parameter(s) {unknown}: no selected notebook declares them. "
+                       f"Known parameters: {sorted(known)}")
+
+
+def git_commit(root: Path) -> dict:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+
+
+def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = False,
+               only: list[str] | None = None, kernel_name: str = "python3",
+               results_root: str | Path = "results") -> RunReport:
+    """Execute the notebook series; returns the report (also written to ``results/<run>/run.json``)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    params = dict(params or {})
+    for reserved in RUNNER_PARAMETERS:
+        if reserved in params:
+            raise RunError(f"parameter {reserved} is set by the runner (use --run-name / --fast)")
+    books = list_notebooks(only)
+    declared = {b: declared_parameters(b) for b in books}
+    check_parameters(params, declared)
+
+    out = run_dir(run_name, results_root)
+    report = RunReport(run=run_name, path=out)
+    meta = {
+        "run": run_name, "fast": fast, "parameters": params, "git": git_commit(repo_root()),
+        "versions": env.versions(), "device": env.device_info(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "notebooks": report.notebooks,
+    }
+    child_env = {"TEXTSCD_FAST": "1"} if fast else {"TEXTSCD_FAST": "0"}
+    old_env = {k: os.environ.get(k) for k in child_env}
+    os.environ.update(child_env)  # the kernel inherits this process's environment
+    t_all = time.perf_counter()
+    try:
+        for book in books:
+            mine = {k: v for k, v in params.items() if k in declared[book]}
+            mine.update({"RUN": run_name, "FAST": fast})
+            target = out / "executed" / book.name
+            entry = {"notebook": book.name, "parameters": mine, "status": "running"}
+            report.notebooks.append(entry)
+            log.info("running %s", book.name)
+            t0 = time.perf_counter()
+            try:
+                papermill.execute_notebook(str(book), str(target), parameters=mine, kernel_name=kernel_name,
+                                           cwd=str(book.parent), progress_bar=False, log_output=False)
+            except PapermillExecutionError as e:
+                entry.update(status="failed", seconds=round(time.perf_counter() - t0, 2),
+                             error=f"cell {e.exec_count}: {e.ename}: {e.evalue}")
+                report.status = "failed"
+                raise RunError(f"{book.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
+                               f"executed copy with the traceback: {target}") from None
+            finally:
+                meta["substitutes"] = read_substitutes(out)
+                meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
+                meta["status"] = report.status
+                atomic_write_json(out / "run.json", meta)
+            entry.update(status="ok", seconds=round(time.perf_counter() - t0, 2))
+        report.status = "ok"
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        meta["status"] = report.status
+        meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
+        meta["substitutes"] = read_substitutes(out)
+        atomic_write_json(out / "run.json", meta)
+    return report
+
+
+def load_params_file(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RunError(f"{path}: cannot read parameters ({e})") from e
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: parameters must be a mapping NAME: value, got {type(data).__name__}")
+    return data

@@ -1,0 +1,78 @@
+"""Run folders and the record of offline substitutes (every chapter; the runner writes `run.json`).
+
+A *run* is one execution of the notebook series: ``results/<run>/`` holds ``run.json``, ``executed/``,
+``figures/``, ``metrics/``, ``checkpoints/`` and the artefacts chapters share (captions, text features).
+Chapters never share hidden state: they share files under the run folder.
+
+Whenever an offline stand-in replaces a part of the paper's setting (synthetic data instead of SECOND, MiniLM
+instead of CLIP, oracle captions instead of Gemini, random instead of ImageNet weights), the code that makes
+that choice calls :func:`record_substitute`; the notebook prints the returned line and the runner copies the
+record into ``run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from textscd_lib.io_utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SUBSTITUTES_FILE = "substitutes.json"
+
+
+def is_fast() -> bool:
+    """True when ``TEXTSCD_FAST=1``: every size shrinks so that tests run in seconds."""
+    return os.environ.get("TEXTSCD_FAST", "") not in ("", "0", "false", "False")
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The repository root: the nearest folder above ``start`` (default: cwd) holding ``pyproject.toml``
+    and ``textscd_lib``; falls back to the folder that holds this package."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "textscd_lib").is_dir():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def resolve(path: str | Path) -> Path:
+    """A path as given if absolute, else relative to the repository root (notebooks run in notebooks/)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else repo_root() / p
+
+
+def run_dir(run: str, results_root: str | Path = "results") -> Path:
+    """``results/<run>/`` (created), with its standard sub-folders."""
+    if not run or "/" in run or run.startswith("."):
+        raise ValueError(f"invalid run name {run!r}: use a plain folder name such as 'demo'")
+    d = resolve(results_root) / run
+    for sub in ("executed", "figures", "metrics"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def record_substitute(run_path: str | Path, part: str, used: str, instead_of: str, why: str) -> str:
+    """Record that ``used`` stands in for ``instead_of`` (the paper's choice) in this run, and say so.
+
+    Returns the one-line message; notebooks print it. Idempotent per ``part``."""
+    run_path = Path(run_path)
+    record = read_substitutes(run_path)
+    record[part] = {"used": used, "instead_of": instead_of, "why": why}
+    atomic_write_json(run_path / SUBSTITUTES_FILE, record)
+    msg = f"OFFLINE SUBSTITUTE [{part}]: using {used} instead of {instead_of} ({why})"
+    log.warning(msg)
+    return msg
+
+
+def read_substitutes(run_path: str | Path) -> dict:
+    f = Path(run_path) / SUBSTITUTES_FILE
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not valid JSON ({e}); delete it and rerun") from e
