@@ -1,0 +1,234 @@
+"""Semantic change detection metrics: OA, mIoU, SeK, F_scd (chapter 06; used for validation in chapter 05).
+
+Every number comes from ONE 7×7 confusion matrix ``H`` over both dates' maps of every pair (the SECOND
+reference protocol, REFERENCE §2): ``H[p, g]`` counts pixels predicted ``p`` with ground truth ``g``, summed
+over pred1 vs label1 and pred2 vs label2. Class 0 is "unchanged".
+
+- OA    = trace(H) / sum(H)
+- mIoU  = (IoU_nc + IoU_c) / 2 with TN = H[0,0], TP = sum of H[p,g] over p≥1, g≥1,
+          IoU_nc = TN / (sum(H) − TP), IoU_c = TP / (sum(H) − TN)
+- SeK   = κ(Q) · exp(IoU_c) / e, Q = H with Q[0,0] = 0, κ = 0 when sum(Q) = 0 or pe = 1
+- F_scd = harmonic mean of P = Σ_{k≥1} H[k,k] / #predicted changed and R = Σ_{k≥1} H[k,k] / #labelled changed
+
+The matrix is accumulated on the fly (on the GPU when the maps are there, without a host sync per batch);
+nothing keeps a list of predictions. Where the definition divides by zero the score is NaN, and
+``scores()["nan_reasons"]`` says why — a NaN is reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+try:
+    from textscd_lib.second import CLASSES
+except ImportError:  # pragma: no cover - second.py lands in parallel; same names as REFERENCE §1
+    CLASSES = ("unchanged", "water", "ground", "low vegetation", "tree", "building", "playground")
+
+NUM_CLASSES = 7
+
+
+def _as_long_tensor(x, device: torch.device | None) -> torch.Tensor:
+    t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if device is not None and t.device != device:
+        t = t.to(device)
+    return t.reshape(-1).long()
+
+
+def _check_range(t: torch.Tensor, n: int, what: str) -> None:
+    """Values outside 0..n-1 would silently land in the wrong cell; check where it costs no GPU sync."""
+    if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+        raise ValueError(f"{what}: values must lie in 0..{n - 1}, found {int(t.min())}..{int(t.max())}")
+
+
+def _count(counts: torch.Tensor, idx: torch.Tensor) -> None:
+    """counts += bincount(idx); on CUDA through index_add_ (torch.bincount syncs to find the max)."""
+    if idx.device.type == "cpu":
+        counts += torch.bincount(idx, minlength=counts.numel())
+    else:
+        counts.index_add_(0, idx, torch.ones(1, dtype=counts.dtype, device=idx.device).expand(idx.numel()))
+
+
+class SCDConfusion:
+    """The 7×7 confusion matrix ``H[pred, gt]`` over both dates (chapter 06, REFERENCE §2).
+
+    ``update`` takes torch tensors (any device) or numpy arrays of any batch shape; the counts stay on the
+    device of the first update until ``.matrix`` or ``.scores()`` is read."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, device: torch.device | str | None = None) -> None:
+        self.num_classes = num_classes
+        self.device = torch.device(device) if device is not None else None
+        self._counts: torch.Tensor | None = None
+
+    def update(self, pred1, pred2, label1, label2) -> None:
+        """Add both dates of a batch: pred1 vs label1 and pred2 vs label2 (same shapes)."""
+        for pred, label, date in ((pred1, label1, 1), (pred2, label2, 2)):
+            self.update_one(pred, label, what=f"date {date}")
+
+    def update_one(self, pred, label, what: str = "map") -> None:
+        """Add one date's maps (``pred`` vs ``label``)."""
+        p = _as_long_tensor(pred, self.device)
+        g = _as_long_tensor(label, p.device)
+        if p.shape != g.shape:
+            raise ValueError(f"{what}: prediction has {p.numel()} pixels but the label has {g.numel()}")
+        n = self.num_classes
+        _check_range(p, n, f"{what} prediction")
+        _check_range(g, n, f"{what} label")
+        if self._counts is None:
+            self.device = p.device
+            self._counts = torch.zeros(n * n, dtype=torch.int64, device=p.device)
+        _count(self._counts, p * n + g)
+
+    def merge(self, other: SCDConfusion | np.ndarray | torch.Tensor) -> None:
+        """Add another matrix (e.g. the sum over DDP ranks)."""
+        m = other.matrix if isinstance(other, SCDConfusion) else np.asarray(torch.as_tensor(other).cpu())
+        self.add_matrix(m)
+
+    def add_matrix(self, m) -> None:
+        m = torch.as_tensor(np.asarray(m, dtype=np.int64)).reshape(-1)
+        if self._counts is None:
+            self._counts = torch.zeros_like(m, device=self.device or "cpu")
+        self._counts += m.to(self._counts.device)
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """The flat counts on their device (for all_reduce without leaving the GPU)."""
+        if self._counts is None:
+            self._counts = torch.zeros(self.num_classes ** 2, dtype=torch.int64, device=self.device or "cpu")
+        return self._counts
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """H as a (7, 7) int64 numpy array, rows = prediction, columns = ground truth."""
+        return self.counts.cpu().numpy().reshape(self.num_classes, self.num_classes).copy()
+
+    def scores(self) -> dict:
+        """OA, mIoU, SeK, F_scd (fractions) and the rest, see :func:`scores_from_confusion`."""
+        return scores_from_confusion(self.matrix)
+
+
+def _div(num: float, den: float) -> float:
+    return num / den if den != 0 else float("nan")
+
+
+def scores_from_confusion(H) -> dict:
+    """OA, mIoU, SeK, F_scd and their parts from a 7×7 confusion matrix H[pred, gt] (chapter 06, REFERENCE §2).
+
+    Returns fractions (papers print ×100). Keys: OA, mIoU, SeK, F_scd, IoU_nc, IoU_c, kappa, P_scd, R_scd,
+    pixels, per_class_IoU (dict by class name), nan_reasons (dict metric -> why it is NaN; empty when none)."""
+    H = np.asarray(H, dtype=np.int64)
+    if H.ndim != 2 or H.shape[0] != H.shape[1] or H.shape[0] < 2:
+        raise ValueError(f"confusion matrix must be square (k, k) with k >= 2, got shape {H.shape}")
+    if (H < 0).any():
+        raise ValueError("confusion matrix has negative counts")
+    Hi = [[int(v) for v in row] for row in H.tolist()]  # exact integers (no overflow on big runs)
+    k = len(Hi)
+    total = sum(map(sum, Hi))
+    diag = sum(Hi[i][i] for i in range(k))
+    tn = Hi[0][0]
+    tp = sum(Hi[p][g] for p in range(1, k) for g in range(1, k))  # changed in both, whatever class
+    reasons: dict[str, str] = {}
+
+    oa = _div(diag, total)
+    if total == 0:
+        reasons["OA"] = "the confusion matrix is empty (no pixels scored)"
+    iou_nc = _div(tn, total - tp)
+    iou_c = _div(tp, total - tn)
+    if total - tn == 0:
+        reasons["IoU_c"] = "no pixel is changed in the prediction or in the ground truth (IoU_c = 0/0)"
+    if total - tp == 0:
+        reasons["IoU_nc"] = "every pixel is changed in both prediction and ground truth (IoU_nc = 0/0)"
+    miou = (iou_nc + iou_c) / 2
+    if math.isnan(miou):
+        reasons["mIoU"] = "; ".join(reasons.get(x, "") for x in ("IoU_nc", "IoU_c") if x in reasons)
+
+    # SeK: kappa over Q = H without the unchanged/unchanged cell (exact integer arithmetic for pe == 1)
+    q_total = total - tn
+    rows = [sum(Hi[i]) - (tn if i == 0 else 0) for i in range(k)]
+    cols = [sum(Hi[p][i] for p in range(k)) - (tn if i == 0 else 0) for i in range(k)]
+    pe_num = sum(r * c for r, c in zip(rows, cols))
+    if q_total == 0 or pe_num == q_total * q_total:
+        kappa = 0.0
+    else:
+        po = (diag - tn) / q_total
+        pe = pe_num / (q_total * q_total)
+        kappa = (po - pe) / (1 - pe)
+    sek = kappa * math.exp(iou_c) / math.e
+    if math.isnan(sek):
+        reasons["SeK"] = "SeK = kappa * exp(IoU_c) / e and IoU_c is NaN: " + reasons["IoU_c"]
+
+    # F_scd: precision and recall of the class over changed pixels
+    sc_tp = diag - tn
+    pred_changed = total - sum(Hi[0])
+    label_changed = total - sum(Hi[p][0] for p in range(k))
+    p_scd = _div(sc_tp, pred_changed)
+    r_scd = _div(sc_tp, label_changed)
+    if math.isnan(p_scd) or math.isnan(r_scd):
+        f_scd = float("nan")
+        why = []
+        if pred_changed == 0:
+            why.append("nothing is predicted changed (precision = 0/0)")
+        if label_changed == 0:
+            why.append("nothing is labelled changed (recall = 0/0)")
+        reasons["F_scd"] = "; ".join(why)
+    elif p_scd == 0 or r_scd == 0:
+        f_scd = 0.0  # harmonic mean with a zero term (scipy.stats.hmean convention)
+    else:
+        f_scd = 2 * p_scd * r_scd / (p_scd + r_scd)
+
+    return {"OA": oa, "mIoU": miou, "SeK": sek, "F_scd": f_scd, "IoU_nc": iou_nc, "IoU_c": iou_c,
+            "kappa": kappa, "P_scd": p_scd, "R_scd": r_scd, "pixels": total,
+            "per_class_IoU": dict(zip(_names(k), per_class_iou(H).tolist())), "nan_reasons": reasons}
+
+
+def _names(k: int) -> list[str]:
+    return list(CLASSES) if k == len(CLASSES) else [str(i) for i in range(k)]
+
+
+def per_class_iou(H) -> np.ndarray:
+    """IoU_k = H[k,k] / (row_k + col_k − H[k,k]) for each class (NaN for a class absent from both)."""
+    H = np.asarray(H, dtype=np.float64)
+    inter = np.diag(H)
+    union = H.sum(0) + H.sum(1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), np.nan)
+
+
+class TransitionConfusion:
+    """from→to transition confusion (chapter 06): each pixel's (label1, label2) pair against (pred1, pred2).
+
+    A transition is coded ``from * 7 + to``; (0, 0) is "unchanged". ``.matrix`` is (49, 49) int64 with rows =
+    predicted transition, columns = true transition. Accumulated like :class:`SCDConfusion`."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        self.num_classes = num_classes
+        self._conf = SCDConfusion(num_classes ** 2)
+
+    def update(self, pred1, pred2, label1, label2) -> None:
+        n = self.num_classes
+        p1, p2 = _as_long_tensor(pred1, None), _as_long_tensor(pred2, None)
+        g1, g2 = (_as_long_tensor(x, p1.device) for x in (label1, label2))
+        for t, what in ((p1, "pred1"), (p2, "pred2"), (g1, "label1"), (g2, "label2")):
+            _check_range(t, n, what)
+        self._conf.update_one(p1 * n + p2.to(p1.device), g1 * n + g2, what="transition")
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self._conf.matrix
+
+    def label(self, code: int) -> str:
+        """'water→building' for a transition code; 'unchanged' for (0, 0)."""
+        names = _names(self.num_classes)
+        a, b = divmod(int(code), self.num_classes)
+        return "unchanged" if a == b == 0 else f"{names[a]}→{names[b]}"
+
+    def top_confusions(self, k: int = 10, errors_only: bool = True) -> list[dict]:
+        """The k largest cells as dicts {true, predicted, pixels, share_of_true}, biggest first."""
+        M = self.matrix
+        col = M.sum(0)
+        cells = [(int(M[p, g]), p, g) for p, g in zip(*np.nonzero(M)) if not (errors_only and p == g)]
+        cells.sort(key=lambda c: (-c[0], c[2], c[1]))
+        return [{"true": self.label(g), "predicted": self.label(p), "pixels": n,
+                 "share_of_true": n / col[g] if col[g] else float("nan")} for n, p, g in cells[:k]]
