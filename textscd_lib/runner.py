@@ -86,7 +86,7 @@ def git_commit(root: Path) -> dict:
 
 def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = False,
                only: list[str] | None = None, kernel_name: str = "python3",
-               results_root: str | Path = "results") -> RunReport:
+               results_root: str | Path = "results", notebooks_dir: Path | None = None) -> RunReport:
     """Execute the notebook series; returns the report (also written to ``results/<run>/run.json``)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -95,7 +95,7 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     for reserved in RUNNER_PARAMETERS:
         if reserved in params:
             raise RunError(f"parameter {reserved} is set by the runner (use --run-name / --fast)")
-    books = list_notebooks(only)
+    books = list_notebooks(only, notebooks_dir)
     declared = {b: declared_parameters(b) for b in books}
     check_parameters(params, declared)
 

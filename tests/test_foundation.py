@@ -1,0 +1,149 @@
+"""The course's contract: environment files, notebook conventions, the runner, `textscd env`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from textscd_lib import runner
+from textscd_lib.runs import record_substitute, repo_root
+
+ROOT = repo_root(Path(__file__).parent)
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _requirement_names(text: str) -> list[str]:
+    names = []
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.append(re.split(r"[=<>!~\[ ]", line)[0].lower())
+    return names
+
+
+def test_requirements_pin_torch_and_torchvision_as_a_pair():
+    reqs = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^torch==2\.14\.1$", reqs, re.M)
+    assert re.search(r"^torchvision==0\.29\.1$", reqs, re.M)
+    names = _requirement_names(reqs)
+    assert "google-genai" in names and "google-generativeai" not in names
+    assert len(names) == len(set(names)), "a package is listed twice"
+
+
+def test_environment_yml_installs_exactly_requirements_txt():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert pip_sections == [["-r requirements.txt", "-e ."]]
+    conda_pkgs = [d for d in env["dependencies"] if isinstance(d, str)]
+    # nothing but python and pip from conda: every other package comes from requirements.txt
+    assert sorted(p.split("=")[0] for p in conda_pkgs) == ["pip", "python"]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = [ln.strip() for ln in (ROOT / ".ci/run").read_text().splitlines()
+          if ln.strip() and not ln.startswith("#") and not ln.startswith(("set ", "cd "))]
+    assert ci == ["make test"]
+    assert "make test" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_committed_clean_with_one_parameters_cell_first(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is code[0], f"{path.name}: first code cell must be the only 'parameters'"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    src = tagged[0].source
+    assert "FAST = " in src and "RUN = " in src
+    assert any("What we saw" in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+def test_notebook_names_are_numbered_and_slugged():
+    assert NOTEBOOKS, "no notebooks"
+    for p in NOTEBOOKS:
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", p.name), p.name
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == sorted(set(numbers))
+
+
+def _tiny_notebook(folder: Path, name: str, params: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = nbformat.v4.new_code_cell(params)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), p, nbformat.v4.new_code_cell(body)]
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+def test_runner_rejects_a_parameter_no_notebook_declares(tmp_path):
+    books = tmp_path / "nb"
+    books.mkdir()
+    _tiny_notebook(books, "01_a.ipynb", "FAST = True\nRUN = 'x'\nEPOCHS = 1", "x = EPOCHS + 1")
+    with pytest.raises(runner.RunError, match=r"unknown parameter.*EPOCHZ"):
+        runner.run_series({"EPOCHZ": 3}, run_name="t", fast=True, results_root=tmp_path / "res",
+                          notebooks_dir=books)
+
+
+def test_runner_stops_at_the_failing_notebook_and_names_the_cell(tmp_path):
+    books = tmp_path / "nb"
+    books.mkdir()
+    _tiny_notebook(books, "01_ok.ipynb", "FAST = True\nRUN = 'x'\nEPOCHS = 1", "y = EPOCHS * 2")
+    _tiny_notebook(books, "02_bad.ipynb", "FAST = True\nRUN = 'x'", "raise ValueError('broken chapter')")
+    _tiny_notebook(books, "03_never.ipynb", "FAST = True\nRUN = 'x'", "z = 1")
+    with pytest.raises(runner.RunError, match=r"02_bad\.ipynb failed in cell \d+ \(ValueError: broken chapter\)"):
+        runner.run_series({"EPOCHS": 4}, run_name="t", fast=True, results_root=tmp_path / "res",
+                          notebooks_dir=books)
+    meta = json.loads((tmp_path / "res/t/run.json").read_text())
+    assert meta["status"] == "failed"
+    assert [n["notebook"] for n in meta["notebooks"]] == ["01_ok.ipynb", "02_bad.ipynb"]
+    assert meta["notebooks"][0]["parameters"] == {"EPOCHS": 4, "RUN": "t", "FAST": True}
+    assert "02_bad" not in [p.name for p in (tmp_path / "res/t/executed").glob("03*")]
+
+
+def test_runner_records_parameters_versions_device_times_and_substitutes(tmp_path):
+    books = tmp_path / "nb"
+    books.mkdir()
+    res = tmp_path / "res"
+    body = ("from textscd_lib.runs import record_substitute, run_dir\n"
+            f"record_substitute(run_dir(RUN, {str(res)!r}), 'data', 'mini', 'SECOND', 'offline')")
+    _tiny_notebook(books, "01_a.ipynb", "FAST = True\nRUN = 'x'\nSEED = 0", body)
+    rep = runner.run_series({"SEED": 7}, run_name="t", fast=True, results_root=res, notebooks_dir=books)
+    assert rep.status == "ok"
+    meta = json.loads((res / "t/run.json").read_text())
+    assert meta["parameters"] == {"SEED": 7} and meta["fast"] is True
+    assert meta["versions"]["torch"] and meta["device"]["device"]
+    assert meta["notebooks"][0]["status"] == "ok" and meta["notebooks"][0]["seconds"] > 0
+    assert meta["substitutes"]["data"]["used"] == "mini"
+    executed = nbformat.read(res / "t/executed/01_a.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+
+
+def test_substitute_record_is_merged_per_part(tmp_path):
+    record_substitute(tmp_path, "data", "a", "b", "c")
+    msg = record_substitute(tmp_path, "text_encoder", "MiniLM", "CLIP", "no weights")
+    assert msg.startswith("OFFLINE SUBSTITUTE [text_encoder]: using MiniLM instead of CLIP")
+    assert set(json.loads((tmp_path / "substitutes.json").read_text())) == {"data", "text_encoder"}
+
+
+def test_env_reports_the_key_variable_but_never_its_value(monkeypatch):
+    secret = "AIza-test-value-that-must-not-leak-000"
+    env = {"GEMINI_API_KEY": secret, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "textscd_lib", "env", "--json"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert secret not in out.stdout + out.stderr
+    rep = json.loads(out.stdout)
+    assert "GEMINI_API_KEY" in rep["gemini_key"]
+    assert rep["versions"]["torch"] == "2.14.1"
+    assert set(rep["weights"]) == {"CLIP ViT-B-16 (OpenAI)", "ResNet34 ImageNet", "all-MiniLM-L6-v2 (packaged)"}

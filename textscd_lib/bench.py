@@ -1,0 +1,183 @@
+"""Benchmarks: ``textscd bench`` (chapter 05's "training on GPU", and the README's Performance section).
+
+One JSON line per case — train-step and inference throughput (pairs/s) for Baseline and TextSCD, peak memory,
+FLOPs per step (``torch.utils.flop_counter``) and achieved TFLOP/s, TGI overhead against Baseline, and data
+loading from PNG vs the decoded cache — printed and appended to ``results/benchmarks/<device>.jsonl``.
+Warm-up steps are excluded, the device is synchronised before each timer, and the median of repeats is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from textscd_lib.env import pick_device
+from textscd_lib.runs import resolve
+
+
+@dataclass
+class BenchConfig:
+    device: str = "auto"
+    size: int = 512
+    batch: int = 8
+    precision: str = "auto"        # auto = bf16 on CUDA, fp32 on CPU
+    channels_last: str = "auto"    # auto = on for CUDA
+    compile: bool = False
+    models: tuple[str, ...] = ("baseline", "textscd")
+    text_dim: int = 512            # CLIP ViT-B-16 width; the text features are cached, so only D_t matters
+    warmup: int = 3
+    repeats: int = 10
+    data_root: str = ""            # for the loading case; "" = skip unless given
+    out_dir: str = "results/benchmarks"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
+def _flops(fn: Callable[[], None]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def model_cases(cfg: BenchConfig) -> list[dict]:
+    """Train-step and inference throughput of each model on random inputs of the configured shape."""
+    from textscd_lib.losses import total_loss
+    from textscd_lib.model import build_model, count_parameters
+
+    device = pick_device(cfg.device)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    g = torch.Generator().manual_seed(0)
+    b, s = cfg.batch, cfg.size
+    x1 = torch.randn(b, 3, s, s, generator=g).to(device, memory_format=fmt)
+    x2 = torch.randn(b, 3, s, s, generator=g).to(device, memory_format=fmt)
+    f_text = torch.randn(b, 50, cfg.text_dim, generator=g).to(device)
+    mask = torch.ones(b, 50, dtype=torch.bool)
+    mask[:, 30:] = False
+    mask = mask.to(device)
+    label1 = torch.randint(0, 7, (b, s, s), generator=g)
+    label2 = torch.where(label1 > 0, torch.randint(1, 7, (b, s, s), generator=g), 0)
+    batch = {"label1": label1.to(device), "label2": label2.to(device), "change": (label1 > 0).float().to(device)}
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+
+    rows = []
+    for kind in cfg.models:
+        model = build_model(kind, text_dim=cfg.text_dim, weights=None).to(device, memory_format=fmt)
+        total, trainable = count_parameters(model)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        fwd = torch.compile(model) if cfg.compile else model
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        def train_step(fwd=fwd, opt=opt):
+            with autocast():
+                out = fwd(x1, x2, f_text, mask)
+                loss, _ = total_loss(out, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def infer(fwd=fwd):
+            with torch.inference_mode(), autocast():
+                fwd(x1, x2, f_text, mask)
+
+        model.train()
+        t_train = _timed(train_step, device, cfg.warmup, cfg.repeats)
+        peak = _peak_memory_mb(device)
+        flops_train = _flops(train_step)
+        model.eval()
+        t_inf = _timed(infer, device, cfg.warmup, cfg.repeats)
+        for case, times, flops in (("train_step", t_train, flops_train), ("inference", t_inf, None)):
+            med = statistics.median(times)
+            row = {"case": case, "model": kind, "pairs_per_s": round(b / med, 2),
+                   "step_ms_median": round(med * 1e3, 2), "step_ms_min": round(min(times) * 1e3, 2),
+                   "params_total": total, "params_trainable": trainable}
+            if flops:
+                row.update(flops_per_step=flops, tflops_per_s=round(flops / med / 1e12, 3),
+                           peak_memory_mb=round(peak, 1))
+            rows.append(row)
+        del model, opt, fwd
+    base = {r["case"]: r for r in rows if r["model"] == "baseline"}
+    for r in rows:
+        if r["model"] == "textscd" and r["case"] in base:
+            r["tgi_overhead_pct"] = round(100 * (r["step_ms_median"] / base[r["case"]]["step_ms_median"] - 1), 1)
+    common = {"device": device_name(device), "size": s, "batch": b, "precision": "bf16" if bf16 else "fp32",
+              "channels_last": cl, "compile": cfg.compile, "torch": torch.__version__}
+    return [{**common, **r} for r in rows]
+
+
+def loading_cases(cfg: BenchConfig) -> list[dict]:
+    """Data loading from PNG vs the decoded uint8 cache (chapter 01)."""
+    if not cfg.data_root:
+        return []
+    from textscd_lib.dataset import loading_benchmark
+
+    rep = loading_benchmark(resolve(cfg.data_root), split="train")
+    return [{"case": "data_loading", "device": "cpu", **rep}]
+
+
+def run_bench(cfg: BenchConfig, write: bool = True) -> list[dict]:
+    rows = model_cases(cfg) + loading_cases(cfg)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    rows = [{"time": stamp, **r} for r in rows]
+    if write:
+        out = resolve(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        dev = rows[0]["device"] if rows else "cpu"
+        with open(out / f"{_slug(dev)}.jsonl", "a", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r) + "\n")
+    return rows
+
+
+def config_dict(cfg: BenchConfig) -> dict:
+    return asdict(cfg)
+
+
+def results_path(device: str, out_dir: str = "results/benchmarks") -> Path:
+    return resolve(out_dir) / f"{_slug(device)}.jsonl"

@@ -1,0 +1,37 @@
+"""``textscd bench``: throughput, memory, FLOPs, TGI overhead, data loading (JSON lines)."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark train step / inference / data loading; JSON lines")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
+    p.add_argument("--batch", type=int, default=8, help="pairs per step (default 8)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--models", default="baseline,textscd", help="comma-separated: baseline,textscd")
+    p.add_argument("--text-dim", type=int, default=512, help="D_t of the cached text features (512 CLIP, 384 MiniLM)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--data", default="", help="a dataset root to also time PNG vs cached loading")
+    p.add_argument("--no-write", action="store_true", help="print only; do not append to results/benchmarks/")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from textscd_lib.bench import BenchConfig, run_bench
+
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    bad = [m for m in models if m not in ("baseline", "textscd")]
+    if bad:
+        raise ValueError(f"--models: unknown model(s) {bad}; choose from baseline, textscd")
+    cfg = BenchConfig(device=args.device, size=args.size, batch=args.batch, precision=args.precision,
+                      channels_last=args.channels_last, compile=args.compile, models=models,
+                      text_dim=args.text_dim, warmup=args.warmup, repeats=args.repeats, data_root=args.data)
+    for row in run_bench(cfg, write=not args.no_write):
+        print(json.dumps(row), flush=True)
+    return 0
