@@ -18,14 +18,12 @@ nothing keeps a list of predictions. Where the definition divides by zero the sc
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
-try:
-    from textscd_lib.second import CLASSES
-except ImportError:  # pragma: no cover - second.py lands in parallel; same names as REFERENCE §1
-    CLASSES = ("unchanged", "water", "ground", "low vegetation", "tree", "building", "playground")
+from textscd_lib.second import CLASSES
 
 NUM_CLASSES = 7
 
@@ -232,3 +230,63 @@ class TransitionConfusion:
         cells.sort(key=lambda c: (-c[0], c[2], c[1]))
         return [{"true": self.label(g), "predicted": self.label(p), "pixels": n,
                  "share_of_true": n / col[g] if col[g] else float("nan")} for n, p, g in cells[:k]]
+
+
+def _label_folder(root: Path, split: str | None) -> Path:
+    """The folder holding label1/ and label2/: ROOT itself, ROOT/<split>, or ROOT/val by default."""
+    from textscd_lib.second import SecondFormatError
+
+    if (root / "label1").is_dir():
+        return root
+    for s in ([split] if split else ["val", "test"]):
+        if (root / s / "label1").is_dir():
+            return root / s
+    raise SecondFormatError(f"{root}: no label1/ and label2/ folders (also looked in "
+                            f"{', '.join(str(root / s) for s in ([split] if split else ['val', 'test']))})")
+
+
+def score_folders(pred_root: str | Path, gt_root: str | Path, split: str | None = None,
+                  transitions: bool = False) -> dict:
+    """Score predicted maps stored in the SECOND layout against ground truth (chapter 06; ``textscd evaluate``).
+
+    Both roots hold ``label1/`` and ``label2/`` (directly or under ``<split>/``) with RGB or index PNGs, read
+    and validated by ``textscd_lib.second.read_label``. Every ground-truth pair must have a prediction; a
+    missing file, a size mismatch or a ground truth whose change masks disagree raises
+    ``SecondFormatError`` naming the file. Returns :func:`scores_from_confusion` plus ``confusion`` and
+    ``pairs``."""
+    from textscd_lib.second import EXTENSIONS, SecondFormatError, read_label
+
+    pred_dir, gt_dir = _label_folder(Path(pred_root), split), _label_folder(Path(gt_root), split)
+    names = sorted(p.stem for p in (gt_dir / "label1").iterdir()
+                   if p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+    if not names:
+        raise SecondFormatError(f"{gt_dir / 'label1'}: no label files")
+
+    def find(folder: Path, name: str) -> Path:
+        for ext in EXTENSIONS:
+            for e in (ext, ext.upper()):
+                if (folder / f"{name}{e}").is_file():
+                    return folder / f"{name}{e}"
+        raise SecondFormatError(f"{folder / name}.png: missing (every ground-truth pair needs a prediction)")
+
+    conf, trans = SCDConfusion(), TransitionConfusion() if transitions else None
+    for name in names:
+        g = [read_label(find(gt_dir / f, name)) for f in ("label1", "label2")]
+        if not np.array_equal(g[0] > 0, g[1] > 0):
+            raise SecondFormatError(f"{gt_dir / 'label1' / name}: change masks of label1 and label2 disagree "
+                                    f"in {int(((g[0] > 0) != (g[1] > 0)).sum())} pixels")
+        paths = [find(pred_dir / f, name) for f in ("label1", "label2")]
+        p = [read_label(q) for q in paths]
+        for q, a, b in zip(paths, p, g):
+            if a.shape != b.shape:
+                raise SecondFormatError(f"{q}: prediction is {a.shape[1]}×{a.shape[0]}, ground truth "
+                                        f"{b.shape[1]}×{b.shape[0]}")
+        conf.update(p[0], p[1], g[0], g[1])
+        if trans is not None:
+            trans.update(p[0], p[1], g[0], g[1])
+    res = conf.scores()
+    res["confusion"] = conf.matrix.tolist()
+    res["pairs"] = len(names)
+    if trans is not None:
+        res["transition_confusion"] = trans.matrix.tolist()
+    return res
