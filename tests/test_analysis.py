@@ -117,3 +117,47 @@ def test_worst_tiles_orders_by_sek_and_skips_undefined():
     assert scores.loc["perfect", "SeK"] > scores.loc["noisy", "SeK"]
     worst = A.worst_tiles(scores, k=1)
     assert worst.index.tolist() == ["noisy"]
+
+
+def test_negated_changes_do_not_count_as_mentions():
+    assert A.classes_mentioned("No noticeable changes in buildings, roads or vegetation can be seen.") == set()
+    assert A.classes_mentioned("There are no obvious changes between the two images.") == set()
+    assert A.classes_mentioned("No change in the buildings, but the lawn became bare soil.") == {
+        "low vegetation", "ground"}
+
+
+def test_ambiguity_errors_count_partner_swaps_on_the_ambiguous_date_only():
+    # low vegetation (drawn like trees) -> building: date 1's class is the ambiguous one
+    l1 = np.array([[LV, LV, LV, LV, 0]])
+    l2 = np.array([[B, B, B, B, 0]])
+    p1 = np.array([[LV, TR, W, 0, 0]])   # right, swapped with the partner, other wrong class, miss
+    p2 = np.array([[B, B, B, 0, 0]])
+    rec = {"ambiguous": [{"classes": ["low vegetation", "tree"], "drawn_as": "tree"}]}
+    m1, m2 = A.ambiguous_masks(l1, l2, rec)
+    assert m1.tolist() == [[True, True, True, True, False]] and not m2.any()
+    res = A.ambiguity_errors(["t"], {"t": (p1, p2)}, {"t": (l1, l2)}, {"t": rec})
+    assert res["pixels"] == 4
+    assert res["miss"] == pytest.approx(1 / 4)
+    assert res["class_error"] == pytest.approx(2 / 3)
+    assert res["partner_confusion"] == pytest.approx(1 / 3)
+    assert A.ambiguity_errors(["t"], {"t": (p1, p2)}, {"t": (l1, l2)}, {"t": {}})["pixels"] == 0
+
+
+def test_predict_maps_returns_index_maps_per_pair_and_text_moves_nothing_for_baseline(tmp_path):
+    import torch
+
+    from textscd_lib.dataset import SCDDataset
+    from textscd_lib.model import build_model
+    from textscd_lib.synthetic import synthesize
+
+    root = synthesize(tmp_path / "mini", pairs=3, size=32, seed=1, val_fraction=0.34)
+    ds = SCDDataset(root, "val")
+    torch.manual_seed(0)
+    model = build_model("baseline", text_dim=8, weights=None, width=16)
+    preds = A.predict_maps(model, ds, batch_size=2)
+    assert set(preds) == set(ds.names)
+    p1, p2 = preds[ds.names[0]]
+    assert p1.shape == (32, 32) and p1.dtype == np.uint8 and p1.max() <= 6
+    assert A.changed_pixels_differ(preds, preds) == 0.0
+    labels = A.label_maps(ds)
+    assert labels[ds.names[0]][0].shape == (32, 32)

@@ -18,12 +18,12 @@ Everything here works on *index maps* (H×W, values 0..6, 0 = unchanged; `textsc
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-CLASSES = ("unchanged", "water", "ground", "low vegetation", "tree", "building", "playground")
+from textscd_lib.second import CLASSES
 
 # --------------------------------------------------------------------------------------------------
 # per-pixel error categories
@@ -160,11 +160,19 @@ def _phrase_table() -> list[tuple[str, tuple[str, ...]]]:
 _PHRASES = _phrase_table()
 
 
+# "No noticeable changes in buildings, roads or vegetation" names classes without saying they changed:
+# a negated change is cut out up to the end of its sentence or to a "but"/"while"/"however".
+_NEGATION = re.compile(r"\bno\b(?:\s+\w+){0,2}?\s+(?:change|changes|difference|differences)\b.*?"
+                       r"(?=\bbut\b|\bwhile\b|\bhowever\b|\bwhereas\b|[.;!?]|$)")
+
+
 def classes_mentioned(caption: str) -> set[str]:
     """Class names (from `CLASSES`) that a caption mentions through :data:`CLASS_WORDS` (chapters 06, 07).
 
-    Case-insensitive, whole words; the longest phrase wins ("sports field" → playground only)."""
-    text = " " + re.sub(r"[^a-z\- ]+", " ", (caption or "").lower()) + " "
+    Case-insensitive, whole words; the longest phrase wins ("sports field" → playground only); negated
+    changes ("no obvious changes in buildings") do not count."""
+    text = _NEGATION.sub(" ", (caption or "").lower())
+    text = " " + re.sub(r"[^a-z\- ]+", " ", text) + " "
     found: set[str] = set()
     for phrase, classes in _PHRASES:
         pattern = r"(?<![a-z\-])" + re.escape(phrase) + r"(?![a-z\-])"
@@ -279,6 +287,85 @@ def table1(ours: Mapping[str, Mapping[str, float]] | None = None, dataset: str =
     return pd.DataFrame(rows, columns=["method", *METRIC_COLUMNS, "source"])
 
 
-def collect_maps(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, tuple]:
-    """``{name: (map1, map2)}`` from ``(name, map1, map2)`` triples (chapters 06, 07)."""
-    return {name: (_np(a), _np(b)) for name, a, b in pairs}
+# --------------------------------------------------------------------------------------------------
+# predictions in memory, and the designed ambiguity of mini-SECOND
+# --------------------------------------------------------------------------------------------------
+def label_maps(dataset) -> dict[str, tuple]:
+    """``{name: (label1, label2)}`` uint8 of an ``SCDDataset`` (chapters 06, 07)."""
+    return {name: dataset.raw(i)[2:] for i, name in enumerate(dataset.names)}
+
+
+def predict_maps(model, dataset, text_features=None, device="cpu", batch_size: int = 16) -> dict[str, tuple]:
+    """``{name: (pred1, pred2)}`` uint8 index maps of a model on an ``SCDDataset`` (chapters 06, 07):
+    ``pred_k = argmax(sem_k) × (sigmoid(change) > 0.5)`` (`textscd_lib.model.predict`). ``text_features``
+    (a `TextFeatures`) is looked up by pair name; Baseline ignores it."""
+    import torch
+
+    from textscd_lib.model import predict
+
+    model = model.to(device).eval()
+    out: dict[str, tuple] = {}
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            names = [it["name"] for it in items]
+            x1 = torch.stack([it["im1"] for it in items]).to(device)
+            x2 = torch.stack([it["im2"] for it in items]).to(device)
+            F_text = mask = None
+            if text_features is not None:
+                F_text, mask = (t.to(device) for t in text_features.lookup(names))
+            p1, p2 = (p.to(torch.uint8).cpu().numpy() for p in predict(model(x1, x2, F_text, mask)))
+            out.update({n: (p1[k], p2[k]) for k, n in enumerate(names)})
+    return out
+
+
+def changed_pixels_differ(a: Mapping[str, tuple], b: Mapping[str, tuple]) -> float:
+    """Fraction of pixels (both dates) where two sets of predictions differ — how much the caption moves a
+    model's output (chapter 07: 0 means TextSCD ignores its text)."""
+    diff = sum(int((_np(a[n][k]) != _np(b[n][k])).sum()) for n in a for k in (0, 1))
+    total = sum(_np(a[n][k]).size for n in a for k in (0, 1))
+    return diff / max(total, 1)
+
+
+def ambiguous_masks(label1, label2, record: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of one mini-SECOND pair whose class only a caption can tell (chapter 07): where the scene log's
+    ``ambiguous`` entry drew two classes (e.g. low vegetation / tree) with one texture — the changed pixels
+    whose date-1 (mask 1) or date-2 (mask 2) class is one of the two and the other date's is not."""
+    l1, l2 = _np(label1), _np(label2)
+    m1 = np.zeros(l1.shape, bool)
+    m2 = np.zeros(l1.shape, bool)
+    for amb in record.get("ambiguous", []):
+        idx = [CLASSES.index(c) for c in amb["classes"]]
+        in1, in2 = np.isin(l1, idx), np.isin(l2, idx)
+        changed = l1 > 0
+        m1 |= changed & in1 & ~in2
+        m2 |= changed & in2 & ~in1
+    return m1, m2
+
+
+def ambiguity_errors(names: Sequence[str], preds: Mapping[str, tuple], labels: Mapping[str, tuple],
+                     scene_log: Mapping[str, Mapping]) -> dict[str, float]:
+    """How a model does on the pixels only a caption can resolve (chapter 07), pooled over ``names``:
+    ``pixels`` (ambiguous date-pixels), ``class_error`` (detected as changed but the ambiguous date's class
+    wrong), ``partner_confusion`` (that class swapped for its look-alike partner) and ``miss``."""
+    n = wrong = partner = missed = 0
+    for name in names:
+        rec = scene_log.get(name, {})
+        if not rec.get("ambiguous"):
+            continue
+        l1, l2 = (_np(x).astype(np.int64) for x in labels[name])
+        p1, p2 = (_np(x).astype(np.int64) for x in preds[name])
+        pairs = [[CLASSES.index(c) for c in a["classes"]] for a in rec["ambiguous"]]
+        for m, p, lab in zip(ambiguous_masks(l1, l2, rec), (p1, p2), (l1, l2)):
+            if not m.any():
+                continue
+            pm, lm = p[m], lab[m]
+            n += int(m.sum())
+            missed += int((pm == 0).sum())
+            wrong += int(((pm > 0) & (pm != lm)).sum())
+            for a, b in pairs:
+                partner += int((((lm == a) & (pm == b)) | ((lm == b) & (pm == a))).sum())
+    detected = max(n - missed, 1)
+    return {"pixels": n, "class_error": wrong / detected if n else float("nan"),
+            "partner_confusion": partner / detected if n else float("nan"),
+            "miss": missed / n if n else float("nan")}
