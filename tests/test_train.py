@@ -1,0 +1,89 @@
+"""The trainer on CPU (tiny: the FAST mini-SECOND, 64², a few steps): resume, NaN stop, logs, checkpoints,
+exported predictions scored by the same metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from textscd_lib.loaders import epoch_batches
+from textscd_lib.metrics import score_folders
+from textscd_lib.train import TrainConfig, TrainingDiverged, load_model, poly_lr, train
+
+
+def tiny(tmp_path, run: str, **kw) -> TrainConfig:
+    base = dict(run=run, results_root=str(tmp_path), model="baseline", epochs=2, batch_size=4, width=16,
+                max_steps_per_epoch=2, image_weights=None, device="cpu", fast=True, export=False, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_poly_decay_matches_the_reference_schedule():
+    assert poly_lr(0.1, 0, 100, 1.5) == 0.1
+    assert abs(poly_lr(0.1, 50, 100, 1.5) - 0.1 * 0.5 ** 1.5) < 1e-15
+    assert poly_lr(0.1, 100, 100, 1.5) == 0.0
+
+
+def test_epoch_batches_shard_disjointly_across_ranks_and_reshuffle_each_epoch():
+    r0 = epoch_batches(10, 2, epoch=0, seed=0, rank=0, world=2)
+    r1 = epoch_batches(10, 2, epoch=0, seed=0, rank=1, world=2)
+    s0, s1 = {int(i) for b in r0 for i in b}, {int(i) for b in r1 for i in b}
+    assert s0.isdisjoint(s1) and s0 | s1 == set(range(10))
+    e1 = epoch_batches(10, 2, epoch=1, seed=0)
+    assert [b.tolist() for b in e1] != [b.tolist() for b in epoch_batches(10, 2, epoch=0, seed=0)]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path):
+    full = train(tiny(tmp_path, "full"))
+    part = train(tiny(tmp_path, "resumed", stop_after=1))
+    assert len(part["history"]) == 1
+    resumed = train(tiny(tmp_path, "resumed", resume=True))
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    for a, b in zip(full["history"], resumed["history"]):
+        for k in a:
+            if k.startswith(("train_", "val_")) and "seconds" not in k:
+                assert a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])), k
+    ma = load_model(full["paths"]["last"]).state_dict()
+    mb = load_model(resumed["paths"]["last"]).state_dict()
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path):
+    train(tiny(tmp_path, "r", stop_after=1, epochs=2))
+    with pytest.raises(ValueError, match="lr=0.1"):
+        train(tiny(tmp_path, "r", resume=True, lr=0.05))
+
+
+def test_nan_loss_stops_the_run_and_names_the_step(tmp_path, monkeypatch):
+    import textscd_lib.losses as losses
+
+    real = losses.total_loss
+    calls = {"n": 0}
+
+    def poisoned(out, batch, as_float=True):
+        calls["n"] += 1
+        loss, parts = real(out, batch, as_float=as_float)
+        return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)
+
+    monkeypatch.setattr(losses, "total_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 3 \(epoch 2, step 1 of 2"):
+        train(tiny(tmp_path, "nan"))
+
+
+def test_textscd_run_writes_logs_checkpoints_and_predictions_that_evaluate_reads(tmp_path):
+    res = train(tiny(tmp_path, "tx", model="textscd", epochs=1, export=True))
+    out = tmp_path / "tx" / "checkpoints" / "textscd"
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    rows = json.loads((out / "log.json").read_text())
+    assert len(rows) == 1 and {"train_total", "val_F_scd", "val_SeK", "pairs_per_s"} <= set(rows[0])
+    assert (out / "log.csv").read_text().splitlines()[0].startswith("epoch,step,lr,train_ce1")
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+    pred = tmp_path / "tx" / "predictions" / "textscd" / "val"
+    scored = score_folders(pred, res["data_root"], split="val")
+    for m in ("OA", "mIoU", "SeK"):
+        assert scored[m] == pytest.approx(res["last"][m], abs=1e-12) or math.isnan(res["last"][m])
+    model = load_model(out / "best.pt")
+    assert model.kind == "textscd" and model.checkpoint["epoch"] == 1
