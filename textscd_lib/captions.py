@@ -166,30 +166,50 @@ def _amount(area: float) -> str:
 
 def _place(where: str) -> str:
     where = (where or "").strip()
-    return "in the center" if where in ("", "center", "centre", "middle") else f"in the {where}"
+    if where in ("", "center", "centre", "middle"):
+        return "in the center"
+    return {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom"}.get(
+        where, f"in the {where}")
 
 
 def _clause(ch: dict, rng) -> str:
     a, b = rng.choice(_NOUNS[ch["from"]]), rng.choice(_NOUNS[ch["to"]])
-    amount, place = _amount(float(ch.get("area", 0.05))), _place(ch.get("where", ""))
-    forms = (f"{a} {place} has been replaced by {b}",
-             f"{amount} area of {a} {place} has turned into {b}",
-             f"{b} now cover{'s' if not b.endswith('s') else ''} {amount} area {place} that was {a} before",
+    amount = _amount(float(ch.get("area", 0.05)))
+    wheres = ch.get("wheres", [ch.get("where", "")])
+    place = _place(wheres[0]) + (f" and {wheres[1]}" if len(wheres) > 1 else "")
+    forms = (f"{a} {place} was replaced by {b}",
+             f"{amount} area of {a} {place} turned into {b}",
+             f"{b} replaced {a} {place}",
+             f"{a} {place} became {b}",
              f"{a} {place} was converted to {b}")
     return rng.choice(forms)
 
 
+def group_changes(changes: list[dict]) -> list[dict]:
+    """Merge the regions of one transition: ``{"from", "to", "area": total, "wheres": [≤ 2 places]}``,
+    largest total first (a describer says "buildings replaced grass in the top left and the center")."""
+    groups: dict[tuple[str, str], dict] = {}
+    for ch in sorted(changes, key=lambda c: -float(c.get("area", 0))):
+        g = groups.setdefault((ch["from"], ch["to"]), {"from": ch["from"], "to": ch["to"], "area": 0.0, "wheres": []})
+        g["area"] += float(ch.get("area", 0))
+        where = "center" if ch.get("where") in ("centre", "middle", "", None) else ch["where"]
+        if where not in g["wheres"] and len(g["wheres"]) < 2:
+            g["wheres"].append(where)
+    return sorted(groups.values(), key=lambda g: -g["area"])
+
+
 def describe_changes(changes: list[dict], rng) -> str:
     """One sentence for a list of ``{"from", "to", "area", "where"}`` changes, in the style Gemini answers
-    the paper's prompt (chapter 02). Largest changes first; at most three named."""
+    the paper's prompt (chapter 02). Regions of one transition are merged; the three largest transitions are
+    named with their places, the rest summarised."""
     if not changes:
         return rng.choice(_NO_CHANGE)
-    changes = sorted(changes, key=lambda c: -float(c.get("area", 0)))
-    clauses = [_clause(c, rng) for c in changes[:3]]
+    groups = group_changes(changes)
+    clauses = [_clause(g if i == 0 else {**g, "wheres": g["wheres"][:1]}, rng) for i, g in enumerate(groups[:3])]
     text = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + ", and " + clauses[-1]
-    if len(changes) > 3:
-        text += ", with a few other small changes elsewhere"
-    opener = rng.choice(("", "Compared with the first image, ", "In the second image, ", "Between the two dates, "))
+    if len(groups) > 3:
+        text += ", plus a few smaller changes"
+    opener = rng.choice(("", "", "Compared with the first image, ", "In the second image, "))
     text = opener + text
     return text[0].upper() + text[1:] + "."
 
@@ -389,10 +409,12 @@ _SUBSTITUTE_TEXT = {
 }
 
 
-def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, **opts: Any) -> Path:
+def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, record: bool = True,
+                    **opts: Any) -> Path:
     """The caption store ``results/<run>/captions/<source>.jsonl``, made if missing (chapters 02, 05, 07).
 
-    Offline sources are generated when missing or incomplete and recorded as substitutes for Gemini;
+    Offline sources are generated when missing or incomplete and, with ``record=True`` (the run's caption
+    source), recorded as the run's substitute for Gemini; ablation controls pass ``record=False``.
     ``gemini`` uses an existing store, or captions the missing pairs when a key is set."""
     from textscd_lib.runs import record_substitute
 
@@ -417,6 +439,8 @@ def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, **
         return path
     if not names <= have:
         caption_dataset(data_root, backend, path, **opts)
+    if not record:
+        return path
     text = _SUBSTITUTE_TEXT[backend].format(**opts)
     why = "the human captions of SECOND-CC" if backend == "second-cc" else "no Gemini API key / offline"
     record_substitute(run_path, "captions", text, "Gemini captions (paper §4.1)", why)
