@@ -71,7 +71,7 @@ class DecodedCache:
         return len(self.names)
 
     def _build(self, tag: str) -> None:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         from textscd_lib.io_utils import atomic_write_json
 

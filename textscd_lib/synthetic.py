@@ -31,7 +31,7 @@ from textscd_lib.second import CLASSES, COLORS, FOLDERS, split_names
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEMO_PARAMS = {"pairs": 300, "size": 128, "seed": 0, "ambiguity": 0.3, "val_fraction": 0.2}
 FAST_PARAMS = {"pairs": 24, "size": 64, "seed": 0, "ambiguity": 0.3, "val_fraction": 1 / 3}
 W, G, LV, T, B, P = 1, 2, 3, 4, 5, 6
@@ -236,16 +236,19 @@ def _pseudo_changes(l1: dict, l2: dict) -> list[dict]:
     return out
 
 
-def _pick_transition(rng, lc1, free, only: set[int] | None = None) -> tuple[int, int] | None:
+def _pick_transition(rng, lc1, free, forced: tuple[int, set[int]] | None = None) -> tuple[int, int] | None:
+    """A (from, to) drawn from TRANSITIONS among those whose from-class is present; ``forced = (c, pair)``
+    keeps transitions with class c on one side and a class outside the ambiguous pair on the other."""
     items = [(ft, w) for ft, w in TRANSITIONS.items()
-             if (only is None or (ft[0] in only) != (ft[1] in only)) and ((lc1 == ft[0]) & free).mean() > 0.01]
+             if (forced is None or (forced[0] in ft and not set(ft) <= forced[1]))
+             and ((lc1 == ft[0]) & free).mean() > 0.01]
     if not items:
         return None
     w = np.array([x[1] for x in items])
     return items[rng.choice(len(items), p=w / w.sum())][0]
 
 
-def _change_events(rng, lc1, builds, plays, forced: set[int] | None):
+def _change_events(rng, lc1, builds, plays, forced: tuple[int, set[int]] | None):
     """Paint change events into a copy of lc1; returns lc2, date-2 instances, event map."""
     s = lc1.shape[0]
     k = s / 128
@@ -254,8 +257,13 @@ def _change_events(rng, lc1, builds, plays, forced: set[int] | None):
     target = float(np.clip(rng.beta(2.6, 8.4), 0.02, 0.6))
     for e in range(1, 11):
         free = events == 0
-        ft = _pick_transition(rng, lc1, free, forced if e == 1 else None)
-        if ft is None or (e > 1 and (lc1 != lc2).mean() >= target):
+        if forced and (events > 0).any():  # the forced (ambiguous) event happened
+            forced = None
+        ft = _pick_transition(rng, lc1, free, forced)
+        if ft is None and forced:
+            forced = None
+            continue
+        if ft is None or (not forced and (lc1 != lc2).mean() >= target):
             break
         f, t = ft
         if f == B:  # demolition: whole buildings
@@ -313,24 +321,27 @@ def make_pair(rng: np.random.Generator, size: int, ambiguity: float = 0.0,
     labels (0 = unchanged) and the scene-log record (changes, ambiguity, pseudo-changes)."""
     s, k = size, size / 128
     lc1, builds, plays, road, kind = _layout(rng, s)
-    amb = None
-    if ambiguous_pairs and rng.random() < ambiguity:
+    amb, true_cls = None, None
+    if ambiguous_pairs and rng.random() < ambiguity:  # one class of the pair changes, drawn as its partner
         a, b = ambiguous_pairs[rng.integers(len(ambiguous_pairs))]
         amb = (CLASSES.index(a), CLASSES.index(b))
-    lc2, builds2, plays2, events = _change_events(rng, lc1, builds, plays, set(amb) if amb else None)
+        true_cls = int(rng.choice(amb))
+    lc2, builds2, plays2, events = _change_events(rng, lc1, builds, plays,
+                                                  (true_cls, set(amb)) if amb else None)
     changed = lc1 != lc2
     tex = _textures(rng, s)
     look1, look2 = _look(rng, k, False), _look(rng, k, True)
     over1, over2, ambiguous = [], [], []
     if amb:
-        drawn = int(rng.choice(amb))
+        drawn = amb[0] if true_cls == amb[1] else amb[1]
         in1, in2 = np.isin(lc1, amb), np.isin(lc2, amb)
         m1, m2 = changed & in1 & ~in2, changed & in2 & ~in1
         if m1.any() or m2.any():
             over1, over2 = [(m1, drawn)], [(m2, drawn)]
             ambiguous.append({"classes": [CLASSES[amb[0]], CLASSES[amb[1]]], "drawn_as": CLASSES[drawn],
                               "area": round(float((m1 | m2).mean()), 4),
-                              "note": "designed property of mini-SECOND: both classes share one texture here"})
+                              "note": "designed property of mini-SECOND: in changed regions both classes "
+                                      "share one texture here"})
     im1 = _finish(_render(lc1, tex, builds, plays, road, look1, over1), rng, look1)
     im2 = _finish(_render(lc2, tex, builds2, plays2, road, look2, over2), rng, look2)
     label1 = np.where(changed, lc1, 0).astype(np.uint8)
