@@ -178,6 +178,17 @@ def test_ensure_captions_writes_the_run_store_once_and_records_the_substitute(ro
         ensure_captions(root, "gpt", run)
 
 
+def test_ensure_captions_rewrites_an_offline_store_made_with_other_parameters_or_data(root, tmp_path):
+    run = tmp_path / "run"
+    first = load_captions(ensure_captions(root, "oracle", run, seed=0))
+    assert load_captions(ensure_captions(root, "oracle", run, seed=3)) != first       # other seed
+    assert load_captions(ensure_captions(root, "oracle", run, seed=0)) == first
+    log = root / "scene_log.jsonl"                                                      # data regenerated
+    log.write_text(log.read_text().replace('"building"', '"water"'))
+    again = load_captions(ensure_captions(root, "oracle", run, seed=0))
+    assert again != first and any("water" in c for c in again.values())
+
+
 def test_ensure_gemini_captions_without_a_key_uses_a_store_or_says_how_to_get_one(root, tmp_path, monkeypatch):
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)

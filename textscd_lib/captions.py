@@ -154,6 +154,7 @@ _NOUNS = {
     "building": ("buildings", "new buildings", "several houses"),
     "playground": ("a playground", "a sports field", "a playground"),
 }
+_PLURAL = {"trees", "buildings", "new buildings", "several houses"}
 _CLASSES = tuple(_NOUNS)
 _NO_CHANGE = ("There are no obvious changes between the two images.",
               "The two images show the same scene with no significant differences.",
@@ -177,11 +178,12 @@ def _clause(ch: dict, rng) -> str:
     amount = _amount(float(ch.get("area", 0.05)))
     wheres = ch.get("wheres", [ch.get("where", "")])
     place = _place(wheres[0]) + (f" and {wheres[1]}" if len(wheres) > 1 else "")
-    forms = (f"{a} {place} was replaced by {b}",
+    be = "were" if a in _PLURAL else "was"
+    forms = (f"{a} {place} {be} replaced by {b}",
              f"{amount} area of {a} {place} turned into {b}",
              f"{b} replaced {a} {place}",
              f"{a} {place} became {b}",
-             f"{a} {place} was converted to {b}")
+             f"{a} {place} {be} converted to {b}")
     return rng.choice(forms)
 
 
@@ -362,6 +364,29 @@ def parse_source(source: str) -> tuple[str, dict[str, Any]]:
                      "shuffled, empty, second-cc")
 
 
+DESCRIBER_VERSION = 3  # bump when the oracle's wording changes: stores made before are rewritten
+
+
+def offline_params(data_root: Path, backend: str, seed: int = 0, noise: float | None = None,
+                   file: str | Path | None = None, sentence: int = 0, **_: Any) -> dict[str, Any]:
+    """What an offline store depends on (seed, noise, describer version, a hash of the scene log or of the
+    SECOND-CC file); :func:`ensure_captions` rewrites a store whose ``params`` differ."""
+    import hashlib
+
+    def digest(f: Path) -> str | None:
+        return hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.is_file() else None
+
+    if backend == "empty":
+        return {"backend": "empty"}
+    if backend == "second-cc":
+        return {"backend": backend, "file": digest(Path(file)) if file else None, "sentence": int(sentence)}
+    params = {"backend": backend, "seed": int(seed), "describer": DESCRIBER_VERSION,
+              "scene_log": digest(Path(data_root) / "scene_log.jsonl")}
+    if backend == "noisy":
+        params["noise"] = float(0.3 if noise is None else noise)
+    return params
+
+
 def caption_dataset(data_root: str | Path, backend: str, out: str | Path, **opts: Any) -> dict[str, Any]:
     """Caption every pair of ``data_root`` with ``backend`` into the store ``out``; returns a summary
     (``textscd caption``, chapter 02). Offline backends rewrite the store; ``gemini`` resumes it.
@@ -377,6 +402,7 @@ def caption_dataset(data_root: str | Path, backend: str, out: str | Path, **opts
         from textscd_lib.gemini import GeminiConfig, caption_with_gemini
 
         return caption_with_gemini(pairs, store, GeminiConfig(**opts))
+    params = offline_params(data_root, backend, **opts)
     seed = int(opts.pop("seed", 0))
     if backend == "oracle":
         records = oracle_records(data_root, pairs, seed)
@@ -394,7 +420,7 @@ def caption_dataset(data_root: str | Path, backend: str, out: str | Path, **opts
         raise ValueError(f"unknown caption backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if opts:
         log.warning("caption backend %s ignores options %s", backend, sorted(opts))
-    store.write_all(records)
+    store.write_all([{**r, "params": params} for r in records])
     n_ok = sum(r["status"] == "ok" for r in records)
     return {"backend": backend, "store": str(store.path), "pairs": len(pairs), "ok": n_ok,
             "failed": len(records) - n_ok, "missing": len(pairs) - len(records), "requests": 0}
@@ -437,7 +463,9 @@ def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, re
             raise RuntimeError(missing_key_message())
         caption_dataset(data_root, "gemini", path, **opts)
         return path
-    if not names <= have:
+    current = next(iter(store.latest().values()), {}).get("params") if have else None
+    complete = names <= have or (backend == "second-cc" and bool(have))  # SECOND-CC covers what it covers
+    if not complete or current != offline_params(Path(data_root), backend, **opts):
         caption_dataset(data_root, backend, path, **opts)
     if not record:
         return path
