@@ -234,15 +234,22 @@ def loading_benchmark(root: str | Path, split: str = "train", n: int = 64) -> di
     cache = DecodedCache(root, split)
     build_s = time.perf_counter() - t0
     cached = rate(lambda i: (np.array(cache.images[i]), np.array(cache.labels[i])))
-    ds_png = SCDDataset(root, split, augment=True, use_cache=False)
-    ds = SCDDataset(root, split, augment=True)
-    item_png, item = rate(ds_png.__getitem__), rate(ds.__getitem__)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker; also steadier on a shared machine
+    try:
+        ds_png = SCDDataset(root, split, augment=True, use_cache=False)
+        ds = SCDDataset(root, split, augment=True)
+        item_png, item = rate(ds_png.__getitem__), rate(ds.__getitem__)
+    finally:
+        torch.set_num_threads(threads)
     h, w = cache.images.shape[2:4]
     return {"benchmark": "loading", "root": str(root), "split": split, "n": len(pairs), "size": f"{h}x{w}",
             "png_decode_pairs_per_s": round(png, 1), "cache_pairs_per_s": round(cached, 1),
             "dataset_png_pairs_per_s": round(item_png, 1), "dataset_cache_pairs_per_s": round(item, 1),
             "speedup_raw": round(cached / png, 1), "speedup_dataset": round(item / item_png, 1),
-            "cache_build_s": round(build_s, 3), "cache_built_now": cache.built,
+            "torch_threads_getitem": 1, "cache_build_s": round(build_s, 3), "cache_built_now": cache.built,
             "cache_bytes": int(cache.images.nbytes + cache.labels.nbytes)}
 
 

@@ -70,7 +70,7 @@ def where_words(rows: np.ndarray, cols: np.ndarray, size: int) -> str:
 
 
 def _blob(rng, size, cy, cx, radius) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = np.ogrid[0:size, 0:size]
     a = rng.uniform(0.6, 1.6)
     d = np.sqrt(((yy - cy) / (radius * a)) ** 2 + ((xx - cx) / (radius / a)) ** 2)
     return d + 0.25 * smooth_noise(rng, size, 4) < 1.0
@@ -79,15 +79,18 @@ def _blob(rng, size, cy, cx, radius) -> np.ndarray:
 def _place_rects(rng, free: np.ndarray, n: int, lo: int, hi: int, tries: int = 4) -> list[tuple[int, int, int, int]]:
     """Up to ``n`` non-overlapping rectangles lying (≥ 95 %) inside ``free`` (updated in place)."""
     size, rects = free.shape[0], []
+    ii = np.pad(free.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # integral image: O(1) area sums
     for _ in range(n * tries):
         if len(rects) >= n:
             break
-        h, w = rng.integers(lo, hi + 1, size=2)
-        r0, c0 = rng.integers(0, max(1, size - h)), rng.integers(0, max(1, size - w))
-        sl = free[r0:r0 + h, c0:c0 + w]
-        if sl.size and sl.mean() >= 0.95:
-            rects.append((int(r0), int(c0), int(r0 + h), int(c0 + w)))
-            free[max(0, r0 - 2):r0 + h + 2, max(0, c0 - 2):c0 + w + 2] = False
+        h, w = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+        r0, c0 = int(rng.integers(0, max(1, size - h))), int(rng.integers(0, max(1, size - w)))
+        r1, c1 = min(r0 + h, size), min(c0 + w, size)
+        inside = ii[r1, c1] - ii[r0, c1] - ii[r1, c0] + ii[r0, c0]
+        if (r1 - r0) * (c1 - c0) and inside >= 0.95 * (r1 - r0) * (c1 - c0):
+            rects.append((r0, c0, r1, c1))
+            free[max(0, r0 - 2):r1 + 2, max(0, c0 - 2):c1 + 2] = False
+            ii = np.pad(free.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     return rects
 
 
@@ -239,9 +242,9 @@ def _pseudo_changes(l1: dict, l2: dict) -> list[dict]:
 def _pick_transition(rng, lc1, free, forced: tuple[int, set[int]] | None = None) -> tuple[int, int] | None:
     """A (from, to) drawn from TRANSITIONS among those whose from-class is present; ``forced = (c, pair)``
     keeps transitions with class c on one side and a class outside the ambiguous pair on the other."""
+    avail = np.bincount(lc1[free], minlength=7) / lc1.size
     items = [(ft, w) for ft, w in TRANSITIONS.items()
-             if (forced is None or (forced[0] in ft and not set(ft) <= forced[1]))
-             and ((lc1 == ft[0]) & free).mean() > 0.01]
+             if (forced is None or (forced[0] in ft and not set(ft) <= forced[1])) and avail[ft[0]] > 0.01]
     if not items:
         return None
     w = np.array([x[1] for x in items])
