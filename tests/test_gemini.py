@@ -125,7 +125,7 @@ def test_rate_limiter_spaces_request_starts_across_threads():
 def _captioner(root, out, url, extra=()):
     """`textscd caption` in a child process (the command's own parser and function)."""
     code = ("import sys, argparse, logging; from textscd_lib.commands import caption as c;"
-            "logging.basicConfig(level=logging.INFO);"
+            "logging.basicConfig(level=logging.DEBUG);"
             "p = argparse.ArgumentParser(); c.register(p.add_subparsers());"
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     env = {**os.environ, "GEMINI_API_KEY": KEY, "TQDM_DISABLE": "0", "PYTHONPATH": str(REPO)}
@@ -164,6 +164,7 @@ def test_kill_mid_run_then_resume_loses_no_caption_and_requests_none_twice(tmp_p
     assert len(ok_lines) == len(images)
     assert all(caps[n] == f"A caption for {n}, request {fake.requests[n]}." for n in images)
     assert json.loads(out2.decode())["ok"] == len(images) - 3
+    assert b"5/5" in err2 and b"failed=0" in err2                           # the progress bar
     # the key was sent to the server, and appears in no file and no output
     assert fake.keys_seen == {KEY}
     for blob in (out1, err1, out2, err2):

@@ -157,7 +157,9 @@ def request_caption(client, cfg: GeminiConfig, png1: bytes, png2: bytes) -> tupl
         model=cfg.model,
         contents=[cfg.prompt, types.Part.from_bytes(data=png1, mime_type="image/png"),
                   types.Part.from_bytes(data=png2, mime_type="image/png")],
-        config=types.GenerateContentConfig(temperature=cfg.temperature))
+        config=types.GenerateContentConfig(
+            temperature=cfg.temperature,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True)))  # no tools here
     text = (resp.text or "").strip() if resp.candidates else ""
     cand = resp.candidates[0] if resp.candidates else None
     finish = str(cand.finish_reason.value if cand and cand.finish_reason else None)
@@ -241,9 +243,10 @@ def caption_with_gemini(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> 
     stats = {"ok": 0, "failed": 0, "requests": 0}
     t0 = time.monotonic()
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), unit="pair", desc=f"gemini {cfg.model}", disable=not cfg.progress or None)
+    quiet = not cfg.progress or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    bar = tqdm(total=len(todo), unit="pair", desc=f"gemini {cfg.model}", disable=quiet)
 
     def work(pair) -> None:
         rec = caption_pair(client, cfg, pair, limiter, key, stop)
@@ -253,8 +256,8 @@ def caption_with_gemini(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> 
         with lock:
             stats["requests"] += rec["attempts"]
             stats[rec["status"]] += 1
+            bar.set_postfix({"ok": stats["ok"], "failed": stats["failed"]}, refresh=False)
             bar.update(1)
-            bar.set_postfix(ok=stats["ok"], failed=stats["failed"], refresh=False)
 
     fatal: BaseException | None = None
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers), thread_name_prefix="gemini") as pool:

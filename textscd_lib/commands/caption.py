@@ -41,7 +41,8 @@ def cmd_caption(args) -> int:
 
     from textscd_lib.captions import PAPER_PROMPT, caption_dataset
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    for name in ("httpx", "httpx2"):  # one log line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     if args.backend == "gemini":
         prompt = Path(args.prompt_file).read_text(encoding="utf-8").strip() if args.prompt_file else PAPER_PROMPT
         opts = dict(model=args.model, prompt=prompt, workers=args.workers, rpm=args.rpm, base_url=args.base_url,
@@ -65,4 +66,8 @@ def cmd_caption(args) -> int:
               f"about {summary['minutes_at_rpm']} min at {args.rpm:g} requests/min")
         return 0
     print(json.dumps(summary, indent=2))
-    return 1 if summary.get("failed") else 0
+    if summary.get("failed"):
+        print(f"{summary['failed']} pair(s) failed after every retry (stored with their errors, not as captions); "
+              "run the same command again to retry only those.")
+        return 1
+    return 0
