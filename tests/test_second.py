@@ -183,6 +183,17 @@ def test_find_pairs_reads_flat_and_split_layouts(tmp_path):
         find_pairs(tmp_path / "nested", "val")
 
 
+def test_an_unlabelled_split_like_second_test_is_skipped_not_an_error(tmp_path):
+    make_layout(tmp_path, n=3, split="train")
+    make_layout(tmp_path, n=2, split="test", seed=1)
+    shutil.rmtree(tmp_path / "test" / "label1")
+    shutil.rmtree(tmp_path / "test" / "label2")
+    rep = validate(tmp_path)
+    assert rep.ok and rep.summary["splits"] == {"train": 3}
+    shutil.rmtree(tmp_path / "train" / "label2")  # a labelled split missing one folder is still an error
+    assert any("no twin in label2/" in p for p in validate(tmp_path).problems)
+
+
 def _snapshot(root: Path) -> dict:
     return {str(p.relative_to(root)): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file()}

@@ -55,6 +55,10 @@ class DecodedCache:
         self.pairs = find_pairs(self.root, split)
         self.names = [p.name for p in self.pairs]
         self.key = cache_key(self.pairs)
+        if cache_dir is None and not os.access(self.root, os.W_OK):  # read-only dataset: cache under data/
+            from textscd_lib.runs import resolve
+
+            cache_dir = resolve("data/.cache") / hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
         self.dir = Path(cache_dir) if cache_dir else self.root / ".cache"
         tag = split if split else "all"
         self.stem = self.dir / f"decoded-{tag}-{self.key}"
@@ -77,7 +81,8 @@ class DecodedCache:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         for old in self.dir.glob(f"decoded-{tag}-*"):
-            old.unlink(missing_ok=True)
+            if self.key not in old.name:  # stale caches of this split (never one a parallel process just built)
+                old.unlink(missing_ok=True)
         t0 = time.perf_counter()
         first, problems = check_pair(self.pairs[0])
         if first is None:

@@ -165,6 +165,9 @@ def scan(root: str | Path, split: str | None = None) -> tuple[list[Pair], list[s
         dirs = [(s, d) for s, d in dirs if s == split] or ([("", root)] if split == "" else [])
     pairs: list[Pair] = []
     for s, d in dirs:
+        if s and not (d / "label1").is_dir() and not (d / "label2").is_dir():
+            log.warning("%s: no label1/ or label2/ (an unlabelled split, like SECOND's test); skipped", d)
+            continue
         files = {f: _list(d / f) for f in FOLDERS}
         for f in FOLDERS:
             for name, p in files[f].items():
