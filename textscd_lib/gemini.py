@@ -166,7 +166,8 @@ def request_caption(client, cfg: GeminiConfig, png1: bytes, png2: bytes) -> tupl
     usage = resp.usage_metadata
     meta = {"finish_reason": finish,
             "usage": {"prompt_tokens": getattr(usage, "prompt_token_count", None),
-                      "output_tokens": getattr(usage, "candidates_token_count", None)}}
+                      "output_tokens": getattr(usage, "candidates_token_count", None),
+                      "thinking_tokens": getattr(usage, "thoughts_token_count", None)}}  # billed as output
     if not text:
         blocked = resp.prompt_feedback.block_reason if resp.prompt_feedback else None
         if blocked or finish in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST"):
