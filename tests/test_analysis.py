@@ -161,3 +161,33 @@ def test_predict_maps_returns_index_maps_per_pair_and_text_moves_nothing_for_bas
     assert A.changed_pixels_differ(preds, preds) == 0.0
     labels = A.label_maps(ds)
     assert labels[ds.names[0]][0].shape == (32, 32)
+
+
+def test_caption_quality_rewards_naming_the_true_transition_and_nothing_else():
+    l1 = np.array([[LV, LV, G, 0]])
+    l2 = np.array([[B, B, B, 0]])
+    labels = {"t": (l1, l2)}
+    right = A.caption_quality(labels, {"t": "Grass was replaced by houses; bare soil became buildings."})
+    assert right == {"coverage": 1.0, "precision": 1.0, "quality": 1.0}
+    half = A.caption_quality(labels, {"t": "Grass was replaced by houses next to a new pond."})
+    assert half["coverage"] == pytest.approx(2 / 3) and half["precision"] == pytest.approx(2 / 3)
+    assert A.caption_quality(labels, {"t": ""})["quality"] == 0.0
+
+
+def test_tgi_text_effect_separates_caption_dependent_change():
+    import torch
+
+    from textscd_lib.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("textscd", text_dim=8, weights=None, width=16).eval()
+    x1, x2 = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    empty = (torch.zeros(2, 5, 8), mask)
+    texts = {"empty": empty, "same": empty, "other": (torch.randn(2, 5, 8), mask)}
+    eff = A.tgi_text_effect(model, x1, x2, texts)
+    vs = eff["vs empty"]
+    assert (vs.loc["same"] == 0).all() and (vs.loc["other"] > 0).all()
+    assert list(vs.columns) == [1, 2, 3]          # the TGI levels of the paper
+    with pytest.raises(ValueError, match="Baseline"):
+        A.tgi_text_effect(build_model("baseline", text_dim=8, weights=None, width=16), x1, x2, texts)

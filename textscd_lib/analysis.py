@@ -369,3 +369,79 @@ def ambiguity_errors(names: Sequence[str], preds: Mapping[str, tuple], labels: M
     return {"pixels": n, "class_error": wrong / detected if n else float("nan"),
             "partner_confusion": partner / detected if n else float("nan"),
             "miss": missed / n if n else float("nan")}
+
+
+def tgi_text_effect(model, x1, x2, texts: Mapping[str, tuple], reference: str = "empty") -> pd.DataFrame:
+    """How much the caption moves the fused features at each TGI level (chapter 07, eq. (7)), on one batch,
+    for each caption set in ``texts`` (name → ``(F_text, mask)``). Columns ``("TGI adds", level)`` =
+    ``‖F_o − F_diff‖ / ‖F_diff‖`` and ``("vs <reference>", level)`` = ``‖F_o − F_o(reference)‖ / ‖F_diff‖``.
+    The second is the part that depends on *what the caption says*: near 0, the text is ignored even when
+    the TGI adds a large (caption-independent) term."""
+    import torch
+
+    if not getattr(model, "uses_text", False):
+        raise ValueError("tgi_text_effect needs a TextSCD model (Baseline has no TGI)")
+    if reference not in texts:
+        raise ValueError(f"reference caption set {reference!r} not among {sorted(texts)}")
+    rows = []
+    with torch.no_grad():
+        f1, f2 = model.encoder(x1, x2)
+        for i, (a, b) in enumerate(zip(f1, f2)):
+            if str(i) not in model.tgi:
+                continue
+            F_diff = model.fuse[i](a, b)  # eq. (6)
+            F_o = {name: model.tgi[str(i)](F_diff, *ft) for name, ft in texts.items()}  # eq. (7)
+            norm = F_diff.norm().clamp_min(1e-12)
+            for name, f in F_o.items():
+                rows.append({"captions": name, "level": i, "TGI adds": float((f - F_diff).norm() / norm),
+                             f"vs {reference}": float((f - F_o[reference]).norm() / norm)})
+    return pd.DataFrame(rows).pivot(index="captions", columns="level")
+
+
+def caption_quality(labels: Mapping[str, tuple], captions: Mapping[str, str]) -> dict[str, float]:
+    """How good a caption set is against the truth (chapter 07), pooled over the tiles of ``labels``:
+    ``coverage`` = share of changed pixels whose transition the caption names (both classes),
+    ``precision`` = share of the classes a caption names that really take part in a change of its tile,
+    ``quality`` = their harmonic mean (0 for empty captions)."""
+    covered = changed = named = named_right = 0
+    for name, (l1, l2) in labels.items():
+        l1, l2 = _np(l1).astype(np.int64), _np(l2).astype(np.int64)
+        found = classes_mentioned(captions.get(name, ""))
+        code = l1 * len(CLASSES) + l2
+        codes, counts = np.unique(code[l1 > 0], return_counts=True)
+        present = {CLASSES[k] for c in codes for k in divmod(int(c), len(CLASSES))}
+        for c, n in zip(codes, counts):
+            a, b = divmod(int(c), len(CLASSES))
+            covered += int(n) * (CLASSES[a] in found and CLASSES[b] in found)
+            changed += int(n)
+        named += len(found)
+        named_right += len(found & present)
+    cov = covered / changed if changed else float("nan")
+    prec = named_right / named if named else 0.0
+    quality = 2 * cov * prec / (cov + prec) if cov + prec > 0 else 0.0
+    return {"coverage": cov, "precision": prec, "quality": quality}
+
+
+def text_features_for(run_path, encoder_name: str, source: str, captions: Mapping[str, str], encoder=None):
+    """`TextFeatures` of a caption set (chapters 06, 07): the run's cache
+    ``cache/text_features/<encoder>__<source>.pt`` when it holds exactly these captions, else built with
+    ``encoder`` (a `TextEncoder`, or a zero-argument function returning one, called only when needed)."""
+    from pathlib import Path
+
+    from textscd_lib.text_encoder import TextFeatures, build_text_features
+
+    path = Path(run_path) / "cache" / "text_features" / f"{encoder_name}__{source}.pt"
+    if path.is_file():
+        try:
+            tf = TextFeatures.load(path)
+            if tf.encoder_name == encoder_name and all(
+                    n in tf.index and tf.texts[tf.index[n]] == c for n, c in captions.items()):
+                return tf
+        except ValueError:
+            pass
+    if encoder is None:
+        raise ValueError(f"{path}: no cached features for these captions and no text encoder to build them")
+    enc = encoder() if callable(encoder) and not hasattr(encoder, "encode") else encoder
+    if enc.name != encoder_name:
+        raise ValueError(f"text encoder {enc.name!r} given, but the model was trained with {encoder_name!r}")
+    return build_text_features(enc, dict(captions), path)
