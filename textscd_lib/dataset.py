@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from textscd_lib.second import SecondFormatError, check_pair, find_pairs, read_image, read_label
 
@@ -129,8 +131,6 @@ def augment(im1, im2, label1, label2, generator=None):
     """Reference SECOND augmentation on torch tensors, single (C,H,W)/(H,W) or batched (B,C,H,W)/(B,H,W), any
     device (chapter 05): rot90 with p = 0.5, then one of {none, v-flip, h-flip, both} with p = 0.25, drawn per
     sample and applied identically to all four. Non-square batches skip the rotation (shapes must agree)."""
-    import torch
-
     n, (h, w) = (label1.shape[0] if label1.dim() == 3 else 1), label1.shape[-2:]
     rot = (torch.rand(n, generator=generator) < 0.5) & (h == w)
     flip = torch.randint(0, 4, (n,), generator=generator)
@@ -160,7 +160,7 @@ def augment(im1, im2, label1, label2, generator=None):
     return tuple(outs)
 
 
-class SCDDataset:
+class SCDDataset(Dataset):
     """torch Dataset of SECOND-layout pairs served from the :class:`DecodedCache` (chapters 01, 05).
 
     ``ds[i]`` → dict ``name``, ``im1``/``im2`` float32 (3,H,W) normalised per date, ``label1``/``label2``
@@ -169,8 +169,6 @@ class SCDDataset:
 
     def __init__(self, root: str | Path, split: str = "train", augment: bool = False,
                  normalization: str = "second", seed: int = 0, use_cache: bool = True):
-        import torch
-
         if normalization not in NORMALIZATION:
             raise ValueError(f"normalization must be one of {sorted(NORMALIZATION)}, got {normalization!r}")
         self.root, self.split, self.augment, self.normalization = Path(root), split, augment, normalization
@@ -195,8 +193,6 @@ class SCDDataset:
         return read_image(p.im1), read_image(p.im2), read_label(p.label1), read_label(p.label2)
 
     def _generator(self):
-        import torch
-
         info = torch.utils.data.get_worker_info()
         if info is None:
             return self._gen
@@ -205,8 +201,6 @@ class SCDDataset:
         return self._worker_gen[1]
 
     def __getitem__(self, i: int) -> dict:
-        import torch
-
         a1, a2, l1, l2 = (np.ascontiguousarray(a) if a.flags.writeable else a.copy() for a in self.raw(i))
         im1 = torch.from_numpy(a1).permute(2, 0, 1).float()
         im2 = torch.from_numpy(a2).permute(2, 0, 1).float()
@@ -239,8 +233,6 @@ def loading_benchmark(root: str | Path, split: str = "train", n: int = 64) -> di
     cache = DecodedCache(root, split)
     build_s = time.perf_counter() - t0
     cached = rate(lambda i: (np.array(cache.images[i]), np.array(cache.labels[i])))
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker; also steadier on a shared machine
     try:
