@@ -109,6 +109,15 @@ def test_dry_run_counts_missing_and_failed_pairs_without_a_key_or_a_request(data
         caption_dataset(root, "gemini", store.path)
 
 
+def test_a_second_run_on_the_same_store_is_refused_while_the_first_holds_it(data, key, tmp_path):
+    root, images = data
+    store = CaptionStore(tmp_path / "g.jsonl")
+    with serve(images) as fake, store.exclusive():
+        with pytest.raises(RuntimeError, match="another captioning run"):
+            caption_dataset(root, "gemini", store.path, base_url=fake.url, **FAST_RETRY)
+    assert sum(fake.requests.values()) == 0
+
+
 def test_rate_limiter_spaces_request_starts_across_threads():
     import threading
 

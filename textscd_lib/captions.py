@@ -14,6 +14,7 @@ The Gemini backend itself lives in :mod:`textscd_lib.gemini`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,6 +88,24 @@ class CaptionStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Hold an exclusive lock on the store for a whole captioning run, so that two runs never request the
+        same pairs; the kernel releases it when the process dies. Raises if another run holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"{self.path}: another captioning run is writing this store; wait for it "
+                                   "or stop it first") from None
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def write_all(self, records: list[dict[str, Any]]) -> None:
         """Replace the whole store at once (offline sources), atomically."""

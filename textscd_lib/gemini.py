@@ -227,7 +227,15 @@ def plan(pairs: list, store: CaptionStore, limit: int | None = None) -> tuple[li
 
 def caption_with_gemini(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> dict[str, Any]:
     """Caption the pairs that lack an ``ok`` caption in ``store`` (``textscd caption --backend gemini``,
-    chapter 02). Returns a summary: counts, requests made, seconds. ``cfg.dry_run`` only plans."""
+    chapter 02). Returns a summary: counts, requests made, seconds. ``cfg.dry_run`` only plans.
+    The store is locked for the run: a second run on the same store stops at once."""
+    if cfg.dry_run:
+        return _run(pairs, store, cfg)
+    with store.exclusive():
+        return _run(pairs, store, cfg)
+
+
+def _run(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> dict[str, Any]:
     store.repair()
     todo, counts = plan(pairs, store, cfg.limit)
     summary: dict[str, Any] = {"backend": "gemini", "model": cfg.model, "store": str(store.path), **counts}
