@@ -19,6 +19,7 @@ def register(sub) -> None:
     s.add_argument("--ambiguity", type=float, default=0.3,
                    help="fraction of scenes where a class pair shares one texture in changed regions (default 0.3)")
     s.add_argument("--val-fraction", type=float, default=0.2, help="share of pairs in val/ (default 0.2)")
+    s.add_argument("--workers", type=int, default=1, help="parallel processes (0 = all cores); same output")
     s.set_defaults(func=cmd_synth)
 
     v = dsub.add_parser("validate", help="check a SECOND-layout folder; exit 1 with one line per problem")
@@ -41,7 +42,8 @@ def cmd_synth(args) -> int:
     from textscd_lib.synthetic import synthesize
 
     t0 = time.perf_counter()
-    out = synthesize(args.out, args.pairs, args.size, args.seed, args.ambiguity, args.val_fraction)
+    out = synthesize(args.out, args.pairs, args.size, args.seed, args.ambiguity, args.val_fraction,
+                     workers=args.workers)
     meta = json.loads((out / "mini_second.json").read_text())
     print(f"wrote {args.pairs} pairs at {args.size}x{args.size} to {out} in {time.perf_counter() - t0:.1f} s "
           f"(mean change ratio {meta['mean_change_ratio']:.3f}; scene log: {out / 'scene_log.jsonl'})")
