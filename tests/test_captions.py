@@ -195,6 +195,8 @@ def test_ensure_gemini_captions_without_a_key_uses_a_store_or_says_how_to_get_on
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="GEMINI_API_KEY"):
         ensure_captions(root, "gemini", run)
+    with pytest.raises(RuntimeError, match="GEMINI_API_KEY"):   # no empty store was left behind to reuse
+        ensure_captions(root, "gemini", run)
     store = CaptionStore(run / "captions" / "gemini.jsonl")
     store.append({"pair": "00000", "caption": "cached", "status": "ok"})
     assert load_captions(ensure_captions(root, "gemini", run)) == {"00000": "cached"}

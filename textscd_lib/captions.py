@@ -35,6 +35,7 @@ PAPER_PROMPT = ("Change detection task: Use a sentence to summarize the differen
 OFFLINE_BACKENDS = ("oracle", "noisy", "shuffled", "empty", "second-cc")
 BACKENDS = ("gemini", *OFFLINE_BACKENDS)
 
+
 # ----------------------------------------------------------------------------------------------- store
 class CaptionStore:
     """A JSONL caption set: one record per line (chapter 02).
@@ -473,10 +474,11 @@ def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, re
     if backend == "gemini":
         from textscd_lib.gemini import find_api_key, missing_key_message
 
-        if store.exists() and (names <= set(store.captions()) or find_api_key() is None):
-            if not names <= set(store.captions()):
-                log.warning("%s: %d of %d pairs have no Gemini caption (no key to fill them in)",
-                            path, len(names - set(store.captions())), len(names))
+        have_ok = set(store.captions())
+        if have_ok and (names <= have_ok or find_api_key() is None):
+            if not names <= have_ok:
+                log.warning("%s: %d of %d pairs have no Gemini caption (no key to fill them in); they get the "
+                            "empty caption", path, len(names - have_ok), len(names))
             return path
         if find_api_key() is None:
             raise RuntimeError(missing_key_message())

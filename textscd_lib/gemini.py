@@ -231,6 +231,8 @@ def caption_with_gemini(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> 
     The store is locked for the run: a second run on the same store stops at once."""
     if cfg.dry_run:
         return _run(pairs, store, cfg)
+    if not (cfg.api_key or find_api_key()):
+        raise RuntimeError(missing_key_message())
     with store.exclusive():
         return _run(pairs, store, cfg)
 
