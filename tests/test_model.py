@@ -21,12 +21,13 @@ def models():
     return {k: build_model(k, text_dim=D, weights=None, width=32, heads=4) for k in ("textscd", "baseline")}
 
 
-@pytest.mark.parametrize("kind", ["textscd", "baseline"])
-@pytest.mark.parametrize("hw", [(64, 64), (96, 160), (72, 40)])
+@pytest.mark.parametrize("kind,hw", [("textscd", (64, 64)), ("textscd", (96, 160)), ("textscd", (72, 40)),
+                                     ("baseline", (96, 160))])
 def test_output_shapes_at_several_sizes(models, kind, hw):
-    model = models[kind].train()
+    model = models[kind].train()  # batch statistics; 72x40 is not a multiple of 32
     x = torch.randn(2, 3, *hw)
-    out = model(x, x.flip(-1), *text(2))
+    with torch.no_grad():
+        out = model(x, x.flip(-1), *text(2))
     assert out["sem1"].shape == out["sem2"].shape == (2, 7, *hw)
     assert out["change"].shape == (2, 1, *hw)
 
