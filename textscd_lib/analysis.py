@@ -30,8 +30,9 @@ from textscd_lib.second import CLASSES
 # --------------------------------------------------------------------------------------------------
 CORRECT_UNCHANGED, CORRECT_CHANGE, FALSE_ALARM, MISS, WRONG_CLASS = range(5)
 ERROR_CATEGORIES = ("correct unchanged", "correct change", "false alarm", "miss", "right change, wrong class")
-# Colours for the categories (RGB uint8): transparent-ish white, green, red, blue, orange.
-ERROR_COLORS = np.array([[255, 255, 255], [0, 170, 0], [230, 0, 0], [0, 90, 255], [255, 160, 0]],
+# Colours for the categories (RGB uint8), chosen apart from the SECOND class colours: white, dark grey,
+# magenta (false alarm), cyan (miss), amber (wrong class).
+ERROR_COLORS = np.array([[255, 255, 255], [60, 60, 60], [255, 0, 255], [0, 220, 255], [255, 190, 0]],
                         dtype=np.uint8)
 
 
@@ -235,7 +236,7 @@ def error_summary(table: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 BOTH_RIGHT, FIXED, CAUSED, BOTH_WRONG = range(4)
 FIX_CATEGORIES = ("both right", "fixed by TextSCD", "caused by TextSCD", "both wrong")
-FIX_COLORS = np.array([[255, 255, 255], [0, 170, 0], [230, 0, 0], [120, 120, 120]], dtype=np.uint8)
+FIX_COLORS = np.array([[255, 255, 255], [0, 190, 190], [230, 110, 0], [110, 110, 110]], dtype=np.uint8)
 
 
 def fix_cause_map(base: tuple, text: tuple, label: tuple) -> np.ndarray:
