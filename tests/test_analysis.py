@@ -191,3 +191,11 @@ def test_tgi_text_effect_separates_caption_dependent_change():
     assert list(vs.columns) == [1, 2, 3]          # the TGI levels of the paper
     with pytest.raises(ValueError, match="Baseline"):
         A.tgi_text_effect(build_model("baseline", text_dim=8, weights=None, width=16), x1, x2, texts)
+
+
+def test_ambiguity_class_error_is_undefined_when_nothing_was_detected():
+    l1, l2 = np.array([[LV, LV]]), np.array([[B, B]])
+    nothing = (np.zeros_like(l1), np.zeros_like(l2))
+    rec = {"ambiguous": [{"classes": ["low vegetation", "tree"]}]}
+    res = A.ambiguity_errors(["t"], {"t": nothing}, {"t": (l1, l2)}, {"t": rec})
+    assert res["miss"] == 1.0 and np.isnan(res["class_error"]) and np.isnan(res["partner_confusion"])

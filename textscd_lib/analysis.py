@@ -366,9 +366,9 @@ def ambiguity_errors(names: Sequence[str], preds: Mapping[str, tuple], labels: M
             wrong += int(((pm > 0) & (pm != lm)).sum())
             for a, b in pairs:
                 partner += int((((lm == a) & (pm == b)) | ((lm == b) & (pm == a))).sum())
-    detected = max(n - missed, 1)
-    return {"pixels": n, "class_error": wrong / detected if n else float("nan"),
-            "partner_confusion": partner / detected if n else float("nan"),
+    detected = n - missed  # class errors are rates among the detected pixels: NaN when none was detected
+    return {"pixels": n, "class_error": wrong / detected if detected else float("nan"),
+            "partner_confusion": partner / detected if detected else float("nan"),
             "miss": missed / n if n else float("nan")}
 
 
