@@ -12,15 +12,24 @@ draws the same flips), then normalised on the device and put in channels_last.
 
 Shuffling is one permutation per epoch drawn from ``(seed, epoch)``, so it needs no saved state; with DDP
 every rank draws the same permutation and takes its own slice (:func:`epoch_batches`).
+
+Validation and prediction run through the same batches (:func:`evaluate_source`, :func:`evaluate`,
+:func:`export_predictions`): the 7×7 confusion matrix is accumulated on the device and summed over DDP ranks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from textscd_lib.metrics import SCDConfusion, scores_from_confusion
+from textscd_lib.runs import resolve
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +165,120 @@ class BatchSource:
                 x1, x2 = x1.contiguous(), x2.contiguous()
             l1, l2 = l1.long().contiguous(), l2.long().contiguous()
             yield {"idx": b, "x1": x1, "x2": x2, "label1": l1, "label2": l2, "change": (l1 > 0).float()}
+
+
+# ------------------------------------------------------------------------------------------------------
+# validation and prediction on the same batches
+# ------------------------------------------------------------------------------------------------------
+def load_split(data_root: Path, split: str, size: int | None = None):
+    """(names, images (N,2,H,W,3) uint8, labels (N,2,H,W) uint8) of one split from the decoded cache
+    (``textscd_lib.dataset.DecodedCache``), resized once when ``size`` differs from the native size."""
+    from textscd_lib.dataset import DecodedCache
+    cache = DecodedCache(data_root, split)
+    images, labels = cache.images, cache.labels
+    if size and images.shape[2] != size:
+        images, labels = resize_uint8(images, labels, size)
+    return list(cache.names), images, labels
+
+
+def lookup_features(text_features, names: list[str], device: torch.device):
+    if text_features is None:
+        return None
+    F_text, mask = text_features.lookup(names)
+    return F_text.to(device), mask.to(device)
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def forward_batch(model, batch: dict, feats, autocast) -> dict:
+    F_text = mask = None
+    if feats is not None:
+        idx = torch.as_tensor(batch["idx"], device=feats[0].device)
+        F_text, mask = feats[0].index_select(0, idx), feats[1].index_select(0, idx)
+    with autocast:
+        out = model(batch["x1"], batch["x2"], F_text, mask)
+    return {k: v.float() for k, v in out.items()}
+
+
+@torch.no_grad()
+def evaluate_source(model, source: BatchSource, feats, batch_size: int, precision: str = "fp32",
+                    rank: int = 0, world: int = 1, transitions: bool = False) -> dict:
+    """Validation on the device: the 7×7 confusion matrix accumulated there, summed over DDP ranks."""
+    from textscd_lib.metrics import TransitionConfusion
+    from textscd_lib.model import predict
+
+    was_training = model.training
+    model.eval()
+    conf = SCDConfusion(device=source.device)
+    trans = TransitionConfusion() if transitions else None
+    autocast = autocast_for(source.device, precision)
+    for batch in source.batches(epoch_batches(source.n, batch_size, 0, 0, False, rank, world, pad=False)):
+        p1, p2 = predict(forward_batch(model, batch, feats, autocast))
+        conf.update(p1, p2, batch["label1"], batch["label2"])
+        if trans is not None:
+            trans.update(p1, p2, batch["label1"], batch["label2"])
+    counts = conf.counts
+    if world > 1:
+        dist.all_reduce(counts)
+    model.train(was_training)
+    res = scores_from_confusion(counts.cpu().numpy().reshape(7, 7))
+    res["confusion"] = counts.cpu().numpy().reshape(7, 7).tolist()
+    if trans is not None:
+        res["transition_confusion"] = trans.matrix.tolist()
+    return res
+
+
+def evaluate(model, dataset, text_features=None, device: str | torch.device = "auto", batch_size: int = 8,
+             transitions: bool = False) -> dict:
+    """Score a model on a dataset split (chapter 06): OA, mIoU, SeK, F_scd, per-class IoU, confusion.
+
+    ``dataset``: an ``SCDDataset`` or a ``DecodedCache`` (anything with ``root``/``split`` or ``names``,
+    ``images``, ``labels``)."""
+    from textscd_lib.dataset import NORMALIZATION
+    from textscd_lib.env import pick_device
+
+    device = pick_device(device) if isinstance(device, str) else device
+    names, images, labels = dataset_arrays(dataset)
+    norm = Normalizer.create(NORMALIZATION[getattr(dataset, "normalization", "second")], device)
+    source = BatchSource(images, labels, device, norm, resident=True)
+    model = model.to(device)
+    return evaluate_source(model, source, lookup_features(text_features, names, device), batch_size,
+                           "bf16" if device.type == "cuda" else "fp32", transitions=transitions)
+
+
+def dataset_arrays(dataset):
+    cache = getattr(dataset, "cache", None) or dataset  # SCDDataset holds its DecodedCache
+    if hasattr(cache, "images") and hasattr(cache, "labels"):
+        return list(cache.names), cache.images, cache.labels
+    return load_split(Path(dataset.root), dataset.split)
+
+
+@torch.no_grad()
+def export_predictions(model, dataset, text_features=None, out_root: str | Path = "predictions",
+                       device: str | torch.device = "auto", batch_size: int = 8) -> Path:
+    """Write predicted maps in the SECOND layout, RGB colours: ``out_root/{label1,label2}/NAME.png``
+    (chapter 05; read back by ``textscd evaluate``)."""
+    from textscd_lib.dataset import NORMALIZATION
+    from textscd_lib.env import pick_device
+    from textscd_lib.io_utils import atomic_save_png
+    from textscd_lib.model import predict
+    from textscd_lib.second import index_to_rgb
+
+    device = pick_device(device) if isinstance(device, str) else device
+    out_root = resolve(out_root)
+    names, images, labels = dataset_arrays(dataset)
+    norm = Normalizer.create(NORMALIZATION[getattr(dataset, "normalization", "second")], device)
+    source = BatchSource(images, labels, device, norm, resident=True)
+    feats = lookup_features(text_features, names, device)
+    model = model.to(device).eval()
+    autocast = autocast_for(device, "bf16" if device.type == "cuda" else "fp32")
+    for batch in source.batches(epoch_batches(source.n, batch_size, 0, 0, shuffle=False)):
+        p1, p2 = (p.to(torch.uint8).cpu().numpy() for p in predict(forward_batch(model, batch, feats, autocast)))
+        for k, i in enumerate(batch["idx"]):
+            atomic_save_png(out_root / "label1" / f"{names[i]}.png", index_to_rgb(p1[k]))
+            atomic_save_png(out_root / "label2" / f"{names[i]}.png", index_to_rgb(p2[k]))
+    return out_root

@@ -28,8 +28,18 @@ import torch
 import torch.distributed as dist
 
 from textscd_lib.io_utils import atomic_torch_save, atomic_write_json
-from textscd_lib.loaders import BatchSource, Normalizer, epoch_batches
-from textscd_lib.metrics import SCDConfusion, scores_from_confusion
+from textscd_lib.loaders import (  # noqa: F401 (public)
+    BatchSource,
+    Normalizer,
+    autocast_for,
+    epoch_batches,
+    evaluate,
+    evaluate_source,
+    export_predictions,
+    forward_batch,
+    load_split,
+    lookup_features,
+)
 from textscd_lib.runs import record_substitute, resolve, run_dir
 
 log = logging.getLogger(__name__)
@@ -39,7 +49,8 @@ __all__ = ["TrainConfig", "TrainingDiverged", "train", "evaluate", "export_predi
 
 # trajectory-defining fields: a resume with other values would not continue the same run
 RESUME_KEYS = ("model", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "poly_power",
-               "size", "seed", "captions", "text_encoder", "width", "max_steps_per_epoch", "normalization")
+               "size", "seed", "captions", "text_encoder", "text_features", "width", "max_steps_per_epoch",
+               "normalization")
 
 
 @dataclass
@@ -52,6 +63,7 @@ class TrainConfig:
     model: str = "textscd"              # "textscd" | "baseline"
     captions: str = "oracle"            # caption source (results/<run>/captions/<source>.jsonl)
     text_encoder: str = "auto"
+    text_features: str | None = None    # a prebuilt TextFeatures file (skips captions and the text encoder)
     image_weights: str | None = "auto"
     width: int = 128
     epochs: int = 50
@@ -96,132 +108,21 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_split(data_root: Path, split: str, size: int | None = None):
-    """(names, images (N,2,H,W,3) uint8, labels (N,2,H,W) uint8) of one split from the decoded cache."""
-    from textscd_lib.dataset import DecodedCache
-    from textscd_lib.loaders import resize_uint8
-
-    cache = DecodedCache(data_root, split)
-    images, labels = cache.images, cache.labels
-    if size and images.shape[2] != size:
-        images, labels = resize_uint8(images, labels, size)
-    return list(cache.names), images, labels
-
-
 def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path):
     """Captions → frozen text encoder → cached per-pair features (chapters 02, 03). None for Baseline."""
     if cfg.model == "baseline":
         return None, []
     from textscd_lib.captions import ensure_captions, load_captions
-    from textscd_lib.text_encoder import build_text_features, load_text_encoder
+    from textscd_lib.text_encoder import TextFeatures, build_text_features, load_text_encoder
+
+    if cfg.text_features:
+        return TextFeatures.load(resolve(cfg.text_features)), []
 
     store = ensure_captions(data_root, cfg.captions, run_path)
     encoder = load_text_encoder(cfg.text_encoder, device="cpu")
     path = run_path / "cache" / "text_features" / f"{encoder.name}__{cfg.captions}.pt"
     feats = build_text_features(encoder, load_captions(store), path)
     return feats, [encoder.substitute] if encoder.substitute else []
-
-
-def _lookup(text_features, names: list[str], device: torch.device):
-    if text_features is None:
-        return None
-    F_text, mask = text_features.lookup(names)
-    return F_text.to(device), mask.to(device)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _forward(model, batch: dict, feats, autocast) -> dict:
-    F_text = mask = None
-    if feats is not None:
-        idx = torch.as_tensor(batch["idx"], device=feats[0].device)
-        F_text, mask = feats[0].index_select(0, idx), feats[1].index_select(0, idx)
-    with autocast:
-        out = model(batch["x1"], batch["x2"], F_text, mask)
-    return {k: v.float() for k, v in out.items()}
-
-
-@torch.no_grad()
-def evaluate_source(model, source: BatchSource, feats, batch_size: int, precision: str = "fp32",
-                    rank: int = 0, world: int = 1, transitions: bool = False) -> dict:
-    """Validation on the device: the 7×7 confusion matrix accumulated there, summed over DDP ranks."""
-    from textscd_lib.metrics import TransitionConfusion
-    from textscd_lib.model import predict
-
-    was_training = model.training
-    model.eval()
-    conf = SCDConfusion(device=source.device)
-    trans = TransitionConfusion() if transitions else None
-    autocast = _autocast(source.device, precision)
-    for batch in source.batches(epoch_batches(source.n, batch_size, 0, 0, False, rank, world, pad=False)):
-        p1, p2 = predict(_forward(model, batch, feats, autocast))
-        conf.update(p1, p2, batch["label1"], batch["label2"])
-        if trans is not None:
-            trans.update(p1, p2, batch["label1"], batch["label2"])
-    counts = conf.counts
-    if world > 1:
-        dist.all_reduce(counts)
-    model.train(was_training)
-    res = scores_from_confusion(counts.cpu().numpy().reshape(7, 7))
-    res["confusion"] = counts.cpu().numpy().reshape(7, 7).tolist()
-    if trans is not None:
-        res["transition_confusion"] = trans.matrix.tolist()
-    return res
-
-
-def evaluate(model, dataset, text_features=None, device: str | torch.device = "auto", batch_size: int = 8,
-             transitions: bool = False) -> dict:
-    """Score a model on a dataset split (chapter 06): OA, mIoU, SeK, F_scd, per-class IoU, confusion.
-
-    ``dataset``: an ``SCDDataset`` or a ``DecodedCache`` (anything with ``root``/``split`` or ``names``,
-    ``images``, ``labels``)."""
-    from textscd_lib.dataset import NORMALIZATION
-    from textscd_lib.env import pick_device
-
-    device = pick_device(device) if isinstance(device, str) else device
-    names, images, labels = _arrays(dataset)
-    norm = Normalizer.create(NORMALIZATION[getattr(dataset, "normalization", "second")], device)
-    source = BatchSource(images, labels, device, norm, resident=True)
-    model = model.to(device)
-    return evaluate_source(model, source, _lookup(text_features, names, device), batch_size,
-                           "bf16" if device.type == "cuda" else "fp32", transitions=transitions)
-
-
-def _arrays(dataset):
-    if hasattr(dataset, "images") and hasattr(dataset, "labels"):
-        return list(dataset.names), dataset.images, dataset.labels
-    return load_split(Path(dataset.root), dataset.split)
-
-
-@torch.no_grad()
-def export_predictions(model, dataset, text_features=None, out_root: str | Path = "predictions",
-                       device: str | torch.device = "auto", batch_size: int = 8) -> Path:
-    """Write predicted maps in the SECOND layout, RGB colours: ``out_root/{label1,label2}/NAME.png``
-    (chapter 05; read back by ``textscd evaluate``)."""
-    from textscd_lib.dataset import NORMALIZATION
-    from textscd_lib.env import pick_device
-    from textscd_lib.io_utils import atomic_save_png
-    from textscd_lib.model import predict
-    from textscd_lib.second import index_to_rgb
-
-    device = pick_device(device) if isinstance(device, str) else device
-    out_root = resolve(out_root)
-    names, images, labels = _arrays(dataset)
-    norm = Normalizer.create(NORMALIZATION[getattr(dataset, "normalization", "second")], device)
-    source = BatchSource(images, labels, device, norm, resident=True)
-    feats = _lookup(text_features, names, device)
-    model = model.to(device).eval()
-    autocast = _autocast(device, "bf16" if device.type == "cuda" else "fp32")
-    for batch in source.batches(epoch_batches(source.n, batch_size, 0, 0, shuffle=False)):
-        p1, p2 = (p.to(torch.uint8).cpu().numpy() for p in predict(_forward(model, batch, feats, autocast)))
-        for k, i in enumerate(batch["idx"]):
-            atomic_save_png(out_root / "label1" / f"{names[i]}.png", index_to_rgb(p1[k]))
-            atomic_save_png(out_root / "label2" / f"{names[i]}.png", index_to_rgb(p2[k]))
-    return out_root
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -268,7 +169,13 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint (train first: textscd train)")
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(ck["model_kind"], text_dim=ck["text_dim"], weights=None, width=ck["width"])
+    quiet = logging.getLogger("textscd_lib.image_encoder")  # "random init" is false here: weights come next
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        model = build_model(ck["model_kind"], text_dim=ck["text_dim"], weights=None, width=ck["width"])
+    finally:
+        quiet.setLevel(level)
     model.load_state_dict(ck["model"])
     model.checkpoint = {k: ck[k] for k in ("epoch", "step", "config", "best", "scores", "text_features")
                         if k in ck}
@@ -341,7 +248,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one loop, read top to bottom
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from textscd_lib.dataset import NORMALIZATION
     from textscd_lib.env import pick_device
@@ -372,8 +279,8 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     norm = Normalizer.create(NORMALIZATION[cfg.normalization], device)
     train_src = BatchSource(train_images, train_labels, device, norm, resident, cfg.workers, channels_last)
     val_src = BatchSource(val_images, val_labels, device, norm, resident, cfg.workers, channels_last)
-    feats_train = _lookup(text_features, train_names, device)
-    feats_val = _lookup(text_features, val_names, device)
+    feats_train = lookup_features(text_features, train_names, device)
+    feats_val = lookup_features(text_features, val_names, device)
 
     _seed_everything(cfg.seed)  # identical initial weights on every rank
     text_dim = text_features.dim if text_features is not None else 512
@@ -406,7 +313,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
         run_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         run_model = torch.compile(run_model)
-    autocast = _autocast(device, precision)
+    autocast = autocast_for(device, precision)
 
     def batches_of(epoch: int) -> list[np.ndarray]:
         return epoch_batches(train_src.n, cfg.batch_size, epoch, cfg.seed, True, rank, world,
@@ -433,7 +340,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
             lr = poly_lr(cfg.lr, step, total_steps, cfg.poly_power)
             for g in opt.param_groups:
                 g["lr"] = lr
-            out_ = _forward(run_model, batch, feats_train, autocast)
+            out_ = forward_batch(run_model, batch, feats_train, autocast)
             loss, parts = total_loss(out_, batch, as_float=False)
             opt.zero_grad(set_to_none=True)
             loss.backward()

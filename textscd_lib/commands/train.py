@@ -19,6 +19,7 @@ HELP = {
     "model": "textscd or baseline",
     "captions": "caption source (gemini, oracle, noisy, shuffled, empty, second-cc)",
     "text_encoder": "auto, clip or minilm",
+    "text_features": "a prebuilt text-feature file (skips captions and the text encoder)",
     "image_weights": "ResNet34 weights: auto, imagenet, random or a file",
     "size": "train at SIZE×SIZE (default: native)",
     "device": "auto, cpu, cuda, cuda:1",
@@ -73,7 +74,7 @@ def register(sub) -> None:
             kind = _bool
         elif f.name in ("size", "max_steps_per_epoch", "sync_every", "stop_after"):
             kind = _opt_int
-        elif f.name in ("image_weights", "out_dir"):
+        elif f.name in ("image_weights", "out_dir", "text_features"):
             kind = _opt_str
         elif isinstance(default, int):
             kind = int
