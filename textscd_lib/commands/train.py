@@ -2,7 +2,8 @@
 
 ``train`` exposes every field of :class:`textscd_lib.train.TrainConfig` as an option (``--batch-size``,
 ``--lr``, ...; defaults = the paper's recipe) and calls :func:`textscd_lib.train.train`, the function
-notebook 05 calls. Multi-GPU: ``torchrun --nproc_per_node=N -m textscd_lib train ...``.
+notebook 05 calls. Multi-GPU: ``torchrun --nproc_per_node=N -m textscd_lib train --run-name NAME ...``
+(``--run-name``, not ``--run``: torchrun would take ``--run`` for its own ``--run-path``).
 ``evaluate`` scores predictions stored in the SECOND layout with :func:`textscd_lib.metrics.score_folders`.
 """
 
@@ -65,8 +66,9 @@ def register(sub) -> None:
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
+        flags = ["--run-name", "--run"] if f.name == "run" else [flag]  # torchrun mistakes --run for --run-path
         if f.name in ("resume", "compile", "nesterov"):
-            p.add_argument(flag, action="store_true", help=HELP.get(f.name, f.name))
+            p.add_argument(*flags, action="store_true", help=HELP.get(f.name, f.name))
             continue
         if f.name in ("channels_last", "device_resident"):
             kind = _auto_bool
@@ -82,7 +84,7 @@ def register(sub) -> None:
             kind = float
         else:
             kind = str
-        p.add_argument(flag, type=kind, default=default,
+        p.add_argument(*flags, dest=f.name, type=kind, default=default,
                        help=f"{HELP.get(f.name, f.name.replace('_', ' '))} (default {default})")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_train)
