@@ -87,3 +87,11 @@ def test_textscd_run_writes_logs_checkpoints_and_predictions_that_evaluate_reads
         assert scored[m] == pytest.approx(res["last"][m], abs=1e-12) or math.isnan(res["last"][m])
     model = load_model(out / "best.pt")
     assert model.kind == "textscd" and model.checkpoint["epoch"] == 1
+
+
+def test_streamed_dataloader_batches_equal_device_resident_batches(tmp_path):
+    resident = train(tiny(tmp_path, "resident", epochs=1, device_resident=True))
+    streamed = train(tiny(tmp_path, "streamed", epochs=1, device_resident=False, workers=1))
+    assert not streamed["resident"] and resident["resident"]
+    assert resident["history"][0]["train_total"] == streamed["history"][0]["train_total"]
+    assert resident["history"][0]["val_OA"] == streamed["history"][0]["val_OA"]
