@@ -14,6 +14,16 @@ from textscd_lib.metrics import score_folders
 from textscd_lib.train import TrainConfig, TrainingDiverged, load_model, poly_lr, train
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two OpenMP threads competing with another busy
+    process make CPU convolutions tens of times slower; one thread keeps these tests in seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny(tmp_path, run: str, **kw) -> TrainConfig:
     base = dict(run=run, results_root=str(tmp_path), model="baseline", epochs=2, batch_size=4, width=16,
                 max_steps_per_epoch=2, image_weights=None, device="cpu", fast=True, export=False, seed=3)
