@@ -296,7 +296,7 @@ def label_maps(dataset) -> dict[str, tuple]:
     return {name: dataset.raw(i)[2:] for i, name in enumerate(dataset.names)}
 
 
-def predict_maps(model, dataset, text_features=None, device="cpu", batch_size: int = 16) -> dict[str, tuple]:
+def predict_maps(model, dataset, text_features=None, device="cpu", batch_size: int = 8) -> dict[str, tuple]:
     """``{name: (pred1, pred2)}`` uint8 index maps of a model on an ``SCDDataset`` (chapters 06, 07):
     ``pred_k = argmax(sem_k) × (sigmoid(change) > 0.5)`` (`textscd_lib.model.predict`). ``text_features``
     (a `TextFeatures`) is looked up by pair name; Baseline ignores it."""
