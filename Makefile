@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.textscd-installed
-# Tests never touch the network; tqdm is silenced so notebook outputs compare cleanly.
-TEST_ENV := TEXTSCD_FAST=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+# Tests never touch the network; tqdm is silenced so notebook outputs compare cleanly; one thread per
+# process (tiny tensors, and 2 threads beside another busy process ran convolutions up to 40x slower).
+TEST_ENV := TEXTSCD_FAST=1 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
 
 .PHONY: help demo test test-unit test-notebooks lint lab env bench clean-results
 .DEFAULT_GOAL := help

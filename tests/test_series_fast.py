@@ -1,0 +1,30 @@
+"""The papermill runner executes the whole series end to end in FAST mode (issue: foundation)."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+
+from textscd_lib import runner
+from textscd_lib.runs import repo_root
+
+
+def test_fast_series_runs_end_to_end_and_records_the_run(tmp_path):
+    root = repo_root()
+    books = runner.list_notebooks()
+    rep = runner.run_series({}, run_name="fast-e2e", fast=True)
+    assert rep.status == "ok"
+    meta = json.loads((root / "results/fast-e2e/run.json").read_text())
+    assert [n["notebook"] for n in meta["notebooks"]] == [b.name for b in books]
+    assert all(n["status"] == "ok" and n["parameters"]["FAST"] is True for n in meta["notebooks"])
+    assert meta["fast"] is True and meta["git"]["commit"]
+    # the offline setting must say what it substituted
+    assert {"data", "captions", "text_encoder"} <= set(meta["substitutes"])
+    for b in books:
+        nb = nbformat.read(root / "results/fast-e2e/executed" / b.name, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, f"{b.name}: {errors[:1]}"
+    figures = list((root / "results/fast-e2e/figures").glob("*.png"))
+    assert len(figures) >= len(books), f"every chapter saves a figure; got {sorted(f.name for f in figures)}"
