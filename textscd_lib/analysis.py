@@ -13,6 +13,10 @@ Everything here works on *index maps* (H×W, values 0..6, 0 = unchanged; `textsc
 - :func:`fix_cause_map` — where TextSCD fixes or causes errors compared with Baseline, pixel by pixel.
 - :func:`table1` — Table 1 in the paper's format, the paper's rows labelled as the paper's (SECOND)
   beside ours (labelled with the dataset and the run).
+- chapter 07: :func:`predict_maps` (a model's maps in memory, any caption set), :func:`caption_quality`,
+  :func:`changed_pixels_differ`, :func:`ambiguous_masks` / :func:`ambiguity_errors` (the pixels of
+  mini-SECOND that only a caption can resolve) and :func:`tgi_text_effect` (how much the caption moves the
+  TGI output, eq. (7)).
 """
 
 from __future__ import annotations
