@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.textscd-installed
 # Tests never touch the network; tqdm is silenced so notebook outputs compare cleanly; one thread per
 # process (tiny tensors, and 2 threads beside another busy process ran convolutions up to 40x slower).
-TEST_ENV := TEXTSCD_FAST=1 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+TEST_ENV := TEXTSCD_FAST=1 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 PYTHONHASHSEED=0
 
 .PHONY: help demo test test-unit test-notebooks lint lab env bench clean-results
 .DEFAULT_GOAL := help
@@ -26,7 +26,7 @@ env: $(STAMP)  ## create the environment only, and print what it offers
 	$(VENV)/bin/textscd env
 
 demo: $(STAMP)  ## run the whole course on the embedded mini-SECOND into results/demo/
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg $(VENV)/bin/textscd run --run-name demo
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/textscd run --run-name demo
 
 test: $(STAMP)  ## unit tests + notebook tests (TEXTSCD_FAST=1) + lint
 	$(TEST_ENV) $(PY) -m pytest -q tests

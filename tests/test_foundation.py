@@ -147,3 +147,17 @@ def test_env_reports_the_key_variable_but_never_its_value(monkeypatch):
     assert "GEMINI_API_KEY" in rep["gemini_key"]
     assert rep["versions"]["torch"] == "2.14.1"
     assert set(rep["weights"]) == {"CLIP ViT-B-16 (OpenAI)", "ResNet34 ImageNet", "all-MiniLM-L6-v2 (packaged)"}
+
+
+def test_runner_sees_parameters_that_papermill_cannot_parse(tmp_path):
+    """papermill's parser drops a line whose comment holds '=' or whose value is an expression."""
+    books = tmp_path / "nb"
+    books.mkdir()
+    params = ('import os\nFAST = os.environ.get("TEXTSCD_FAST", "0") == "1"\nRUN = "x"\n'
+              'DATA_ROOT = ""  # "" = the embedded dataset\nEPOCHS: int = 3')
+    path = _tiny_notebook(books, "01_a.ipynb", params, "print(repr(DATA_ROOT), EPOCHS)")
+    assert set(runner.declared_parameters(path)) == {"FAST", "RUN", "DATA_ROOT", "EPOCHS"}
+    rep = runner.run_series({"DATA_ROOT": "/data/second", "EPOCHS": 9}, run_name="t", fast=True,
+                            results_root=tmp_path / "res", notebooks_dir=books)
+    out = nbformat.read(tmp_path / "res/t/executed/01_a.ipynb", as_version=4).cells[-1].outputs[0]["text"]
+    assert rep.status == "ok" and out.strip() == "'/data/second' 9"

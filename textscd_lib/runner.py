@@ -55,14 +55,35 @@ def list_notebooks(only: list[str] | None = None, folder: Path | None = None) ->
     return books
 
 
-def declared_parameters(notebook: Path) -> dict[str, dict]:
-    """The names (and inferred types/defaults) a notebook's ``parameters`` cell declares."""
-    import papermill
+def declared_parameters(notebook: Path) -> dict[str, str]:
+    """The names a notebook's ``parameters`` cell assigns at top level, with their source text.
 
-    params = papermill.inspect_notebook(str(notebook))
-    if not params:
-        raise RunError(f"{notebook}: no cell tagged 'parameters' (every chapter needs one)")
-    return params
+    Read with Python's ``ast`` rather than ``papermill.inspect_notebook``: papermill's line parser silently
+    drops lines it cannot parse (an expression such as ``FAST = os.environ.get(...) == "1"``, or a comment
+    holding '='), and a dropped name would never receive its parameter."""
+    import ast
+
+    import nbformat
+
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception as e:  # noqa: BLE001 - any unreadable notebook is named
+        raise RunError(f"{notebook}: not a readable notebook ({e})") from e
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise RunError(f"{notebook}: needs exactly one cell tagged 'parameters', found {len(cells)}")
+    try:
+        tree = ast.parse(cells[0].source)
+    except SyntaxError as e:
+        raise RunError(f"{notebook}: the parameters cell is not valid Python ({e})") from e
+    names: dict[str, str] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if isinstance(t, ast.Name):
+                names[t.id] = ast.get_source_segment(cells[0].source, node.value) or ""
+    return names
 
 
 def check_parameters(params: dict, declared: dict[Path, dict]) -> None:

@@ -131,8 +131,10 @@ class ClipTextEncoder(TextEncoder):
     def __init__(self, weights: str | Path | None = None) -> None:
         import open_clip
 
-        if weights == "random":
-            clip = open_clip.create_model(CLIP_MODEL, pretrained=None)
+        if weights == "random":  # seeded, so every load gives the same encoder (and the same cache key)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                clip = open_clip.create_model(CLIP_MODEL, pretrained=None)
             desc, sub = "random init", "CLIP ViT-B-16 with random weights (asked for weights='random')"
         else:
             path = Path(weights) if weights else clip_weights_available()

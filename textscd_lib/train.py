@@ -202,8 +202,12 @@ def _record_line(run_path: Path, part: str, line: str) -> str:
     """Record a module's 'X instead of Y (why)' substitute line in the run (textscd_lib.runs)."""
     import re
 
-    m = re.match(r"^(.*) instead of (.*?)(?: \((.*)\))?$", line)
-    used, instead, why = (m.group(1), m.group(2), m.group(3) or "offline") if m else (line, "?", "offline")
+    m = re.match(r"^(.*) instead of (.*) \(([^()]*)\)$", line) or re.match(r"^(.*) instead of (.*)$", line)
+    if m:
+        used, instead = m.group(1), m.group(2)
+        why = m.group(3) if m.re.groups == 3 else "offline"
+    else:
+        used, instead, why = line, "?", "offline"
     return record_substitute(run_path, part, used, instead, why)
 
 
