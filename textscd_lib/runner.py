@@ -112,6 +112,10 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    # Our own ast-based check (check_parameters) replaces papermill's line parser, whose warnings about
+    # lines it cannot parse and parameters it therefore thinks unknown would only mislead.
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)
+    logging.getLogger("papermill").setLevel(logging.ERROR)
     params = dict(params or {})
     for reserved in RUNNER_PARAMETERS:
         if reserved in params:

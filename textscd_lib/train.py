@@ -291,10 +291,11 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     model = build_model(cfg.model, text_dim=text_dim, weights=cfg.image_weights, width=cfg.width).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if writer:  # the same part names as the notebooks use, so run.json holds one entry per part
+        for part, lines in (("image_encoder", model.substitutes), ("text_encoder", subs)):
+            for line in lines:
+                _record_line(run_path, part, line)
     subs = [*model.substitutes, *subs]
-    if writer:
-        for line, part in zip(subs, ("image encoder", "text encoder")):
-            _record_line(run_path, part, line)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
     aug_gen = torch.Generator(device="cpu")

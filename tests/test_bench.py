@@ -1,0 +1,37 @@
+"""`textscd bench` prints every field the performance issue asks for (numbers, not timed assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from textscd_lib.runs import repo_root
+
+FIELDS = {"case", "model", "device", "size", "batch", "precision", "pairs_per_s", "step_ms_median", "params_total"}
+
+
+def test_bench_cli_prints_train_and_inference_rows_with_flops_memory_and_tgi_overhead(tmp_path):
+    cmd = [sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--size", "64", "--batch", "2",
+           "--warmup", "1", "--repeats", "2", "--no-write"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root())
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert {(r["case"], r["model"]) for r in rows} == {(c, m) for c in ("train_step", "inference")
+                                                       for m in ("baseline", "textscd")}
+    for r in rows:
+        assert FIELDS <= set(r) and r["pairs_per_s"] > 0 and r["device"].startswith("cpu")
+        assert r["precision"] == "fp32" and r["size"] == 64 and r["batch"] == 2
+    train = [r for r in rows if r["case"] == "train_step"]
+    assert all(r["flops_per_step"] > 1e9 and r["tflops_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in train)
+    textscd = {r["case"]: r for r in rows if r["model"] == "textscd"}
+    assert "tgi_overhead_pct" in textscd["train_step"] and "tgi_overhead_pct" in textscd["inference"]
+    # TGI adds parameters (projection, attention, norms) on top of the same Baseline
+    base = {r["case"]: r for r in rows if r["model"] == "baseline"}
+    assert textscd["train_step"]["params_total"] > base["train_step"]["params_total"]
+
+
+def test_bench_rejects_an_unknown_model():
+    out = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--models", "bisrnet", "--no-write"],
+                         capture_output=True, text=True, timeout=120, cwd=repo_root())
+    assert out.returncode == 2 and "unknown model(s) ['bisrnet']" in out.stderr
