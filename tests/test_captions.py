@@ -10,14 +10,13 @@ import pytest
 from fake_gemini import make_tiny_second
 
 from textscd_lib.analysis import classes_mentioned
+from textscd_lib.caption_sources import describe_changes, read_second_cc
 from textscd_lib.captions import (
     PAPER_PROMPT,
     CaptionStore,
     caption_dataset,
-    describe_changes,
     ensure_captions,
     load_captions,
-    read_second_cc,
 )
 
 RECORD_KEYS = {"pair", "split", "caption", "status", "error", "source", "backend", "model", "prompt", "time"}
