@@ -137,7 +137,7 @@ def test_substitute_record_is_merged_per_part(tmp_path):
 
 
 def test_env_reports_the_key_variable_but_never_its_value(monkeypatch):
-    secret = "AIza-test-value-that-must-not-leak-000"
+    secret = "fake-gemini-key-that-must-not-leak-000"
     env = {"GEMINI_API_KEY": secret, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "textscd_lib", "env", "--json"], capture_output=True, text=True,
                          env=env, timeout=120)
