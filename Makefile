@@ -45,8 +45,8 @@ lint: $(STAMP)  ## ruff over the library, tests and notebooks
 lab: $(STAMP)  ## JupyterLab with the project kernel
 	$(VENV)/bin/jupyter lab notebooks/
 
-bench: $(STAMP)  ## CPU benchmarks into results/benchmarks/
-	$(VENV)/bin/textscd bench --device auto
+bench: $(STAMP)  ## CPU benchmarks (256², batch 2) into results/benchmarks/; GPU: see README, Performance
+	$(VENV)/bin/textscd bench --device cpu --size 256 --batch 2 --warmup 1 --repeats 3
 
 clean-results:  ## remove generated runs (keeps results/demo and benchmarks)
 	rm -rf results/fast data/mini-second-fast
