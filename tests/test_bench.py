@@ -35,3 +35,11 @@ def test_bench_rejects_an_unknown_model():
     out = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--models", "bisrnet", "--no-write"],
                          capture_output=True, text=True, timeout=120, cwd=repo_root())
     assert out.returncode == 2 and "unknown model(s) ['bisrnet']" in out.stderr
+
+
+def test_bench_rejects_a_size_the_encoder_cannot_take_and_a_missing_dataset_before_timing():
+    for args, message in ((["--size", "48"], "--size 48: use a multiple of 32"),
+                          (["--data", "/nonexistent/mini"], "--data /nonexistent/mini: no such dataset folder")):
+        out = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--no-write", *args],
+                             capture_output=True, text=True, timeout=120, cwd=repo_root())
+        assert out.returncode == 2 and message in out.stderr, out.stderr[-500:]

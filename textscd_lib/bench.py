@@ -161,7 +161,18 @@ def loading_cases(cfg: BenchConfig) -> list[dict]:
     return [{"case": "data_loading", "device": "cpu", **rep}]
 
 
+def check_config(cfg: BenchConfig) -> None:
+    """Reject settings the model cannot run (before any timing starts)."""
+    if cfg.size < 64 or cfg.size % 32:
+        raise ValueError(f"--size {cfg.size}: use a multiple of 32, at least 64 (the encoder's stride is 32)")
+    if cfg.batch < 1 or cfg.repeats < 1 or cfg.warmup < 0:
+        raise ValueError(f"--batch {cfg.batch} / --repeats {cfg.repeats} / --warmup {cfg.warmup}: need ≥ 1 / ≥ 1 / ≥ 0")
+    if cfg.data_root and not resolve(cfg.data_root).is_dir():
+        raise FileNotFoundError(f"--data {cfg.data_root}: no such dataset folder")
+
+
 def run_bench(cfg: BenchConfig, write: bool = True) -> list[dict]:
+    check_config(cfg)
     rows = model_cases(cfg) + loading_cases(cfg)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rows = [{"time": stamp, **r} for r in rows]

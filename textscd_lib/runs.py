@@ -63,9 +63,18 @@ def record_substitute(run_path: str | Path, part: str, used: str, instead_of: st
     record = read_substitutes(run_path)
     record[part] = {"used": used, "instead_of": instead_of, "why": why}
     atomic_write_json(run_path / SUBSTITUTES_FILE, record)
-    msg = f"OFFLINE SUBSTITUTE [{part}]: using {used} instead of {instead_of} ({why})"
-    log.warning(msg)
+    msg = _line(part, record[part])
+    log.info(msg)  # notebooks print the returned line; the CLI logs at INFO, so each shows it once
     return msg
+
+
+def _line(part: str, rec: dict) -> str:
+    return f"OFFLINE SUBSTITUTE [{part}]: using {rec['used']} instead of {rec['instead_of']} ({rec['why']})"
+
+
+def substitute_lines(run_path: str | Path) -> list[str]:
+    """Every substitute recorded in this run, one printable line each (chapters 05-07 show them)."""
+    return [_line(part, rec) for part, rec in read_substitutes(run_path).items()]
 
 
 def read_substitutes(run_path: str | Path) -> dict:
