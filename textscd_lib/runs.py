@@ -64,7 +64,7 @@ def record_substitute(run_path: str | Path, part: str, used: str, instead_of: st
     record[part] = {"used": used, "instead_of": instead_of, "why": why}
     atomic_write_json(run_path / SUBSTITUTES_FILE, record)
     msg = _line(part, record[part])
-    log.info(msg)  # notebooks print the returned line; the CLI logs at INFO, so each shows it once
+    log.warning(msg)  # shown wherever it happens (notebooks, CLI); never silent
     return msg
 
 
