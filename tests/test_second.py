@@ -17,11 +17,11 @@ from textscd_lib.second import (
     SecondFormatError,
     find_pairs,
     index_to_rgb,
-    prepare_second,
     read_label,
     rgb_to_index,
-    validate,
 )
+from textscd_lib.second_prepare import prepare_second
+from textscd_lib.second_validate import validate
 
 S = 16
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from textscd_lib import cli
-from textscd_lib.second import CLASSES, find_pairs, read_image, read_label, validate
+from textscd_lib.second import CLASSES, find_pairs, read_image, read_label
+from textscd_lib.second_validate import validate
 from textscd_lib.synthetic import (
     ensure_mini_second,
     make_pair,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from textscd_lib import text_encoder as te
+from textscd_lib.text_features import TextFeatures, build_text_features
 
 SHORT = "new buildings appear in the top left, replacing low vegetation"
 LONG = " ".join(["the low vegetation in the bottom right corner has turned into buildings and a playground"] * 5)
@@ -123,7 +124,7 @@ def test_feature_cache_encodes_each_unique_caption_once_and_looks_up_by_pair(min
     monkeypatch.setattr(minilm, "encode", lambda texts: calls.append(list(texts)) or real(texts))
     captions = {"p1": SHORT, "p2": SHORT, "p3": "a pond dried up"}
     path = tmp_path / "minilm__oracle.pt"
-    tf = te.build_text_features(minilm, captions, path)
+    tf = build_text_features(minilm, captions, path)
     assert sum(len(c) for c in calls) == 3  # SHORT, the pond, and the empty caption
     assert path.is_file() and tf.features.dtype == torch.float16
     F_text, mask = tf.lookup(["p2", "p3", "no-caption"])
@@ -132,16 +133,16 @@ def test_feature_cache_encodes_each_unique_caption_once_and_looks_up_by_pair(min
     assert torch.allclose(F_text[0], direct[0], atol=1e-2)
     assert torch.allclose(F_text[2], direct[1], atol=1e-2) and mask[2].sum() == 2  # missing -> empty caption
     calls.clear()
-    again = te.build_text_features(minilm, captions, path)  # cache hit
+    again = build_text_features(minilm, captions, path)  # cache hit
     assert calls == [] and torch.equal(again.features, tf.features)
-    loaded = te.TextFeatures.load(path)
+    loaded = TextFeatures.load(path)
     assert loaded.encoder_name == "minilm" and loaded.dim == 384
-    te.build_text_features(minilm, {**captions, "p4": "a new road"}, path)  # captions changed: rebuilt
-    assert calls and te.TextFeatures.load(path).lookup(["p4"])[1].sum() > 2
+    build_text_features(minilm, {**captions, "p4": "a new road"}, path)  # captions changed: rebuilt
+    assert calls and TextFeatures.load(path).lookup(["p4"])[1].sum() > 2
 
 
 def test_bad_feature_cache_is_named(tmp_path):
     bad = tmp_path / "clip__oracle.pt"
     bad.write_bytes(b"junk")
     with pytest.raises(ValueError, match="clip__oracle.pt"):
-        te.TextFeatures.load(bad)
+        TextFeatures.load(bad)

@@ -328,7 +328,7 @@ def text_features_for(run_path, encoder_name: str, source: str, captions: Mappin
     ``encoder`` (a `TextEncoder`, or a zero-argument function returning one, called only when needed)."""
     from pathlib import Path
 
-    from textscd_lib.text_encoder import TextFeatures, build_text_features
+    from textscd_lib.text_features import TextFeatures, build_text_features
 
     path = Path(run_path) / "cache" / "text_features" / f"{encoder_name}__{source}.pt"
     if path.is_file():

@@ -4,7 +4,7 @@ Decoding PNGs is the throughput wall on real SECOND (4 PNGs per 512² pair, ~85 
 pair is decoded **once** into a uint8 cache under ``ROOT/.cache/`` (two memory-mapped ``.npy`` files; nothing
 is loaded into RAM as a whole). The cache key hashes the file names, sizes and mtimes: change a file and the
 cache is rebuilt, and the rebuild runs the same per-pair checks as ``textscd data validate``
-(:func:`textscd_lib.second.check_pair`), so training never starts on bad data.
+(:func:`textscd_lib.second_validate.check_pair`), so training never starts on bad data.
 
 Augmentation follows the SECOND reference protocol (REFERENCE §1): rot90 with p = 0.5, then one of
 {none, v-flip, h-flip, both} with p = 0.25 each, identical on both images and both labels; no colour jitter.
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from textscd_lib.second import SecondFormatError, check_pair, find_pairs, read_image, read_label
+from textscd_lib.second import SecondFormatError, find_pairs, read_image, read_label
+from textscd_lib.second_validate import check_pair
 
 log = logging.getLogger(__name__)
 

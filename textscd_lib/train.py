@@ -113,7 +113,8 @@ def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path):
     if cfg.model == "baseline":
         return None, []
     from textscd_lib.captions import ensure_captions, load_captions
-    from textscd_lib.text_encoder import TextFeatures, build_text_features, load_text_encoder
+    from textscd_lib.text_encoder import load_text_encoder
+    from textscd_lib.text_features import TextFeatures, build_text_features
 
     if cfg.text_features:
         return TextFeatures.load(resolve(cfg.text_features)), []

@@ -51,7 +51,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from textscd_lib.second import validate
+    from textscd_lib.second_validate import validate
 
     rep = validate(args.root, args.split)
     if args.json and rep.ok:
@@ -62,7 +62,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from textscd_lib.second import SecondFormatError, prepare_second
+    from textscd_lib.second import SecondFormatError
+    from textscd_lib.second_prepare import prepare_second
 
     try:
         summary = prepare_second(args.src, args.out, args.split_file, args.val_fraction, args.seed)
