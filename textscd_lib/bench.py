@@ -33,6 +33,7 @@ class BenchConfig:
     precision: str = "auto"        # auto = bf16 on CUDA, fp32 on CPU
     channels_last: str = "auto"    # auto = on for CUDA
     compile: bool = False
+    cuda_graphs: bool = False      # also time the step replayed as one captured CUDA graph
     models: tuple[str, ...] = ("baseline", "textscd")
     text_dim: int = 512            # CLIP ViT-B-16 width; the text features are cached, so only D_t matters
     warmup: int = 3
@@ -83,6 +84,26 @@ def _flops(fn: Callable[[], None]) -> int:
     return int(counter.get_total_flops())
 
 
+def _graphed(step: Callable[[], None], zero_grad: Callable[[], None] | None = None) -> Callable[[], None]:
+    """``step`` captured once as a CUDA graph; returns its replay (PyTorch's whole-network capture recipe:
+    warm-up on a side stream, gradients set to None before capture so the graph owns them). Static inputs:
+    the bench's tensors never change, so replaying is the whole step without Python or launch overhead."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            if zero_grad:
+                zero_grad()
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    if zero_grad:
+        zero_grad()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
 def model_cases(cfg: BenchConfig) -> list[dict]:
     """Train-step and inference throughput of each model on random inputs of the configured shape."""
     from textscd_lib.losses import total_loss
@@ -103,7 +124,8 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
     label1 = torch.randint(0, 7, (b, s, s), generator=g)
     label2 = torch.where(label1 > 0, torch.randint(1, 7, (b, s, s), generator=g), 0)
     batch = {"label1": label1.to(device), "label2": label2.to(device), "change": (label1 > 0).float().to(device)}
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graphs)
+                ) if bf16 else nullcontext
 
     rows = []
     for kind in cfg.models:
@@ -126,13 +148,31 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
             with torch.inference_mode(), autocast():
                 fwd(x1, x2, f_text, mask)
 
+        def graph_step(fwd=fwd, opt=opt):  # no zero_grad inside: the captured backward overwrites .grad
+            with autocast():
+                out = fwd(x1, x2, f_text, mask)
+                loss, _ = total_loss(out, batch, as_float=False)  # no host sync inside a graph
+            loss.backward()
+            opt.step()
+
+        def graph_infer(fwd=fwd):
+            with torch.no_grad(), autocast():
+                fwd(x1, x2, f_text, mask)
+
         model.train()
         t_train = _timed(train_step, device, cfg.warmup, cfg.repeats)
         peak = _peak_memory_mb(device)
         flops_train = _flops(train_step)
+        cases = [("train_step", t_train, flops_train)]
+        if cfg.cuda_graphs:
+            replay = _graphed(graph_step, lambda opt=opt: opt.zero_grad(set_to_none=True))
+            cases.append(("train_step_cuda_graph", _timed(replay, device, cfg.warmup, cfg.repeats), flops_train))
         model.eval()
-        t_inf = _timed(infer, device, cfg.warmup, cfg.repeats)
-        for case, times, flops in (("train_step", t_train, flops_train), ("inference", t_inf, None)):
+        cases.append(("inference", _timed(infer, device, cfg.warmup, cfg.repeats), None))
+        if cfg.cuda_graphs:
+            cases.append(("inference_cuda_graph", _timed(_graphed(graph_infer), device, cfg.warmup, cfg.repeats),
+                          None))
+        for case, times, flops in cases:
             med = statistics.median(times)
             row = {"case": case, "model": kind, "pairs_per_s": round(b / med, 2),
                    "step_ms_median": round(med * 1e3, 2), "step_ms_min": round(min(times) * 1e3, 2),
@@ -163,6 +203,9 @@ def loading_cases(cfg: BenchConfig) -> list[dict]:
 
 def check_config(cfg: BenchConfig) -> None:
     """Reject settings the model cannot run (before any timing starts)."""
+    if cfg.cuda_graphs and pick_device(cfg.device).type != "cuda":
+        raise ValueError("--cuda-graphs needs a CUDA device (CUDA graphs replay GPU kernels); "
+                         f"--device {cfg.device} resolves to {pick_device(cfg.device)}")
     if cfg.size < 64 or cfg.size % 32:
         raise ValueError(f"--size {cfg.size}: use a multiple of 32, at least 64 (the encoder's stride is 32)")
     if cfg.batch < 1 or cfg.repeats < 1 or cfg.warmup < 0:
@@ -183,6 +226,25 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> list[dict]:
         with open(out / f"{_slug(dev)}.jsonl", "a", encoding="utf-8") as fh:
             for r in rows:
                 fh.write(json.dumps(r) + "\n")
+    return rows
+
+
+def run_cost(cfg: BenchConfig, profile: str = "h100-sxm", write: bool = True) -> list[dict]:
+    """``textscd bench --cost``: :func:`textscd_lib.costmodel.step_costs` for each model (no timing, any
+    machine), appended to ``results/benchmarks/cost-model.jsonl``."""
+    from textscd_lib.costmodel import step_costs
+
+    if cfg.size < 64 or cfg.size % 32 or cfg.batch < 1:
+        raise ValueError(f"--size {cfg.size} / --batch {cfg.batch}: use a multiple of 32 (≥ 64) and a batch ≥ 1")
+    dtype = torch.float32 if cfg.precision == "fp32" else torch.bfloat16  # the GPU fast path unless asked
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    rows = [{"time": stamp, **r} for kind in cfg.models
+            for r in step_costs(kind, cfg.size, cfg.batch, profile=profile, dtype=dtype)]
+    if write:
+        out = resolve(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "cost-model.jsonl", "a", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 
 def register(sub) -> None:
@@ -19,11 +20,16 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--data", default="", help="a dataset root to also time PNG vs cached loading")
     p.add_argument("--no-write", action="store_true", help="print only; do not append to results/benchmarks/")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="also time each step replayed as one captured CUDA graph (CUDA only)")
+    p.add_argument("--cost", action="store_true",
+                   help="no timing: FLOPs and bytes per model part and the roofline bound (meta device, any machine)")
+    p.add_argument("--profile", default="h100-sxm", help="datasheet peaks for --cost: h100-sxm, h200, a100, rtx3090")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
-    from textscd_lib.bench import BenchConfig, run_bench
+    from textscd_lib.bench import BenchConfig, run_bench, run_cost
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     bad = [m for m in models if m not in ("baseline", "textscd")]
@@ -31,7 +37,17 @@ def cmd_bench(args) -> int:
         raise ValueError(f"--models: unknown model(s) {bad}; choose from baseline, textscd")
     cfg = BenchConfig(device=args.device, size=args.size, batch=args.batch, precision=args.precision,
                       channels_last=args.channels_last, compile=args.compile, models=models,
-                      text_dim=args.text_dim, warmup=args.warmup, repeats=args.repeats, data_root=args.data)
+                      text_dim=args.text_dim, warmup=args.warmup, repeats=args.repeats, data_root=args.data,
+                      cuda_graphs=args.cuda_graphs)
+    if args.cost:
+        from textscd_lib.costmodel import format_costs
+
+        rows = run_cost(cfg, profile=args.profile, write=not args.no_write)
+        for kind in models:
+            print(format_costs([r for r in rows if r["model"] == kind]) + "\n", file=sys.stderr)
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        return 0
     for row in run_bench(cfg, write=not args.no_write):
         print(json.dumps(row), flush=True)
     return 0
