@@ -136,6 +136,15 @@ def test_substitute_record_is_merged_per_part(tmp_path):
     assert set(json.loads((tmp_path / "substitutes.json").read_text())) == {"data", "text_encoder"}
 
 
+def test_substitute_is_logged_at_info_so_that_the_chapter_printing_it_shows_it_once(tmp_path, caplog):
+    """A WARNING would reach a notebook's output beside the chapter's own print of substitute_lines()."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="textscd_lib.runs")
+    msg = record_substitute(tmp_path, "captions", "oracle captions", "Gemini captions", "offline")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, msg)]
+
+
 def test_env_reports_the_key_variable_but_never_its_value(monkeypatch):
     secret = "fake-gemini-key-that-must-not-leak-000"
     env = {"GEMINI_API_KEY": secret, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 import nbformat
 
@@ -26,5 +28,23 @@ def test_fast_series_runs_end_to_end_and_records_the_run(tmp_path):
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.get("output_type") == "error"]
         assert not errors, f"{b.name}: {errors[:1]}"
+        # every chapter that runs on a substitute shows it, and shows each one once (no warning + print pairs)
+        shown = _substitute_lines_shown(nb)
+        parts = Counter(re.findall(r"OFFLINE SUBSTITUTE \[(\w+)\]", "\n".join(shown)))
+        repeated = {p: n for p, n in parts.items() if n > 1}
+        assert not repeated, f"{b.name} shows a substitute more than once: {repeated}\n" + "\n".join(shown)
+        if not b.name.startswith("00_"):
+            assert shown, f"{b.name} records or relies on substitutes but shows none"
     figures = list((root / "results/fast-e2e/figures").glob("*.png"))
     assert len(figures) >= len(books), f"every chapter saves a figure; got {sorted(f.name for f in figures)}"
+
+
+def _substitute_lines_shown(nb) -> list[str]:
+    """Every output line of an executed notebook (stdout, stderr, results) that announces a substitute."""
+    lines = []
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            text = o.get("text", "") if o.get("output_type") == "stream" else o.get("data", {}).get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            lines += [ln for ln in text.splitlines() if "OFFLINE SUBSTITUTE [" in ln]
+    return lines

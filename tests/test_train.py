@@ -105,3 +105,33 @@ def test_streamed_dataloader_batches_equal_device_resident_batches(tmp_path):
     assert not streamed["resident"] and resident["resident"]
     assert resident["history"][0]["train_total"] == streamed["history"][0]["train_total"]
     assert resident["history"][0]["val_OA"] == streamed["history"][0]["val_OA"]
+
+
+def test_cli_train_shows_each_offline_substitute_once_on_stderr(tmp_path):
+    """`textscd train` offline: data, captions, text and image encoder substitutes are each said once
+    (the INFO line of record_substitute), never repeated on stdout or by the encoders in other words."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from textscd_lib.runs import read_substitutes, substitute_lines
+
+    env = {**os.environ, "TEXTSCD_FAST": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "textscd_lib", "train", "--run-name", "cli", "--results-root", str(tmp_path),
+           "--model", "textscd", "--epochs", "1", "--batch-size", "4", "--width", "16", "--max-steps-per-epoch",
+           "1", "--image-weights", "random", "--device", "cpu", "--fast", "true", "--export", "false"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    recorded = substitute_lines(tmp_path / "cli")
+    assert set(read_substitutes(tmp_path / "cli")) == {"data", "captions", "text_encoder", "image_encoder"}
+    for line in recorded:
+        assert out.stderr.count(line) == 1, (line, out.stderr)
+        assert line not in out.stdout
+    shown = re.findall(r"OFFLINE SUBSTITUTE \[(\w+)\]", out.stdout + out.stderr)
+    assert sorted(shown) == sorted(read_substitutes(tmp_path / "cli")), shown
+    # the modules that detect a stand-in say which weights they loaded at INFO, not the substitute again
+    assert out.stderr.count("ResNet34 random init instead of") == 1
+    warned = [ln for ln in out.stderr.splitlines() if ln.startswith("WARNING") and " instead of " in ln]
+    assert not warned, warned

@@ -9,8 +9,9 @@ BatchNorm statistics are therefore computed over both dates together; with share
 usual Siamese choice and it keeps the two dates' features on the same scale.
 
 Weights: ImageNet (torchvision ``IMAGENET1K_V1``) when a local copy exists, never downloaded here. Where
-they are missing, ``weights="auto"`` starts from a random init and says so in ``.substitute`` (the notebook
-records it with :func:`textscd_lib.runs.record_substitute`); it is never silent.
+they are missing, ``weights="auto"`` starts from a random init and says so in ``.substitute``; whoever builds
+the encoder for a run (a notebook, the trainer) records that line with :func:`textscd_lib.runs.record_substitute`,
+which is what the reader sees. This module only logs at INFO which weights it loaded, like it does for ImageNet.
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ def _load_resnet34(weights: str | Path | None) -> tuple[nn.Module, str | None, s
                     f"ImageNet ResNet34 weights not found offline: set {WEIGHTS_ENV} to a local "
                     f"{IMAGENET_FILE} or put it in {Path(torch.hub.get_dir()) / 'checkpoints'}")
             sub = "ResNet34 random init instead of ImageNet weights (ImageNet weights not found offline)"
-            log.warning(sub)
+            log.info("ResNet34: random init (no ImageNet weights found offline)")
             return net, sub, "random init"
         weights = path
     if weights is None or weights == "random":
         sub = "ResNet34 random init instead of ImageNet weights (asked for weights=None)"
-        log.warning(sub)
+        log.info("ResNet34: random init (asked for weights=None)")
         return net, sub, "random init"
     path = Path(weights).expanduser()
     if not path.is_file():

@@ -6,8 +6,12 @@ Chapters never share hidden state: they share files under the run folder.
 
 Whenever an offline stand-in replaces a part of the paper's setting (synthetic data instead of SECOND, MiniLM
 instead of CLIP, oracle captions instead of Gemini, random instead of ImageNet weights), the code that makes
-that choice calls :func:`record_substitute`; the notebook prints the returned line and the runner copies the
-record into ``run.json``.
+that choice calls :func:`record_substitute`, and the runner copies the record into ``run.json``.
+
+Each substitute is *shown* exactly once, by whoever faces the reader: a chapter prints
+``"\n".join(substitute_lines(RUN_PATH))`` in one visible cell, and the ``textscd`` command line shows the INFO
+line that :func:`record_substitute` logs (its logging is set to INFO on stderr). The library itself logs at
+INFO only, so nothing is said twice.
 """
 
 from __future__ import annotations
@@ -58,13 +62,14 @@ def run_dir(run: str, results_root: str | Path = "results") -> Path:
 def record_substitute(run_path: str | Path, part: str, used: str, instead_of: str, why: str) -> str:
     """Record that ``used`` stands in for ``instead_of`` (the paper's choice) in this run, and say so.
 
-    Returns the one-line message; notebooks print it. Idempotent per ``part``."""
+    Returns the one-line message and logs it at INFO (the CLI shows it on stderr; a notebook shows the run's
+    lines once, with :func:`substitute_lines`). Idempotent per ``part``: recording it again replaces it."""
     run_path = Path(run_path)
     record = read_substitutes(run_path)
     record[part] = {"used": used, "instead_of": instead_of, "why": why}
     atomic_write_json(run_path / SUBSTITUTES_FILE, record)
     msg = _line(part, record[part])
-    log.warning(msg)  # shown wherever it happens (notebooks, CLI); never silent
+    log.info(msg)  # INFO: the CLI shows it; notebooks print substitute_lines() once instead
     return msg
 
 
@@ -73,7 +78,8 @@ def _line(part: str, rec: dict) -> str:
 
 
 def substitute_lines(run_path: str | Path) -> list[str]:
-    """Every substitute recorded in this run, one printable line each (chapters 05-07 show them)."""
+    """Every substitute recorded in this run, one printable line each: every chapter prints
+    ``"\n".join(substitute_lines(RUN_PATH))`` once, after its own parts are recorded."""
     return [_line(part, rec) for part, rec in read_substitutes(run_path).items()]
 
 

@@ -5,6 +5,10 @@
 notebook 05 calls. Multi-GPU: ``torchrun --nproc_per_node=N -m textscd_lib train --run-name NAME ...``
 (``--run-name``, not ``--run``: torchrun would take ``--run`` for its own ``--run-path``).
 ``evaluate`` scores predictions stored in the SECOND layout with :func:`textscd_lib.metrics.score_folders`.
+
+Offline substitutes (mini-SECOND, oracle captions, MiniLM, random ResNet34) are announced once each on stderr:
+``train`` records them with :func:`textscd_lib.runs.record_substitute`, which logs the line at INFO, and the
+``textscd`` command logs at INFO (``textscd_lib.cli``). Nothing here prints them again.
 """
 
 from __future__ import annotations
@@ -110,8 +114,6 @@ def cmd_train(args) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "shard"}, indent=2, default=str))
         return 0
-    for s in res["substitutes"]:
-        print(f"OFFLINE SUBSTITUTE: {s}")
     best = res["best"] or {}
     print(f"{cfg.model}: {res['steps']} steps in {res['seconds']:.1f} s on {res['device']} "
           f"({res['precision']}, world {res['world']})")
