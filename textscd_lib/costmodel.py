@@ -175,7 +175,8 @@ def step_costs(kind: str = "textscd", size: int = 512, batch: int = 8, profile: 
     order = [p for p in PARTS if p in acc] + sorted(set(acc) - set(PARTS))
     total = {k: sum(acc[p][k] for p in order) for k in ("fwd_gflop", "bwd_gflop", "fwd_gb", "bwd_gb", "ops",
                                                         "bound_ms")}
-    common = {"case": "cost_model", "model": kind, "size": size, "batch": batch, "precision": {torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype)),
+    precision = {torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
+    common = {"case": "cost_model", "model": kind, "size": size, "batch": batch, "precision": precision,
               "profile": profile, "profile_name": prof.name}
     rows = []
     for part, a in [*((p, acc[p]) for p in order), ("total", total)]:

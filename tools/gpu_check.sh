@@ -15,6 +15,8 @@ log start; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 
 python3 -m textscd_lib env --json > "$OUT/env.json" 2>&1; tail -c 600 "$OUT/env.json"
 log bench
 python3 -m textscd_lib bench --device cuda --size 512 --batch 8 --warmup 5 --repeats 15 2>&1 | grep '^{' | tee "$OUT/bench_512_b8_bf16.jsonl"
+log bench-cuda-graphs  # separate call: a capture failure must not cost the eager numbers above
+python3 -m textscd_lib bench --device cuda --size 512 --batch 8 --warmup 5 --repeats 15 --cuda-graphs 2>&1 | tail -c 3000 | tee "$OUT/bench_512_b8_bf16_cuda_graphs.jsonl"
 log synth
 python3 -m textscd_lib data synth --out data/mini-second-512 --pairs ${GPU_PAIRS:-640} --size 512 --seed 0 --workers 16
 printf 'DATA_ROOT: data/mini-second-512\nTEXT_ENCODER: clip-random\nDEVICE: cuda\nEPOCHS: %s\nSIZE: 512\n' "${GPU_EPOCHS:-5}" > /tmp/gpu.yaml
