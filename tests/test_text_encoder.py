@@ -107,6 +107,16 @@ def test_minilm_gives_per_token_384d_features_with_a_mask(minilm):
     assert minilm.substitute and "MiniLM" in minilm.substitute
 
 
+def test_minilm_stand_in_is_logged_at_info_so_that_the_chapter_shows_it_once(caplog):
+    """The caller records the substitute and the chapter or CLI shows it; a WARNING would show it twice."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="textscd_lib.text_encoder")
+    enc = te.load_text_encoder("minilm")
+    said = [r for r in caplog.records if enc.substitute in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO]
+
+
 def test_auto_picks_minilm_offline_in_well_under_a_second(monkeypatch, tmp_path):
     monkeypatch.delenv("TEXTSCD_CLIP_WEIGHTS", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
