@@ -63,3 +63,25 @@ def test_ambiguity_class_error_is_undefined_when_nothing_was_detected():
     rec = {"ambiguous": [{"classes": ["low vegetation", "tree"]}]}
     res = Ab.ambiguity_errors(["t"], {"t": nothing}, {"t": (l1, l2)}, {"t": rec})
     assert res["miss"] == 1.0 and np.isnan(res["class_error"]) and np.isnan(res["partner_confusion"])
+
+
+
+def test_ablation_row_holds_its_columns_then_caption_quality_metrics_and_ambiguous_errors():
+    from textscd_lib.predictions import map_scores
+
+    l1, l2 = np.array([[LV, LV, G, 0]]), np.array([[B, B, B, 0]])
+    p1, p2 = np.array([[TR, LV, G, 0]]), np.array([[B, B, B, 0]])
+    preds, labels = {"t": (p1, p2)}, {"t": (l1, l2)}
+    log = {"t": {"ambiguous": [{"classes": ["low vegetation", "tree"]}]}}
+    caption = {"t": "Grass was replaced by houses."}
+    row = Ab.ablation_row(preds, labels, log, caption_texts=caption, experiment="test-time captions",
+                          model="TextSCD", captions="oracle", **{"nominal quality": 1.0})
+    assert list(row)[:4] == ["experiment", "model", "captions", "nominal quality"]
+    assert list(row)[4:7] == ["caption quality", "coverage", "precision"]
+    q = Ab.caption_quality(labels, caption)
+    assert row["caption quality"] == q["quality"] and row["coverage"] == pytest.approx(2 / 3)
+    assert {k: row[k] for k in ("F_scd", "mIoU", "OA", "SeK")} == map_scores(preds, labels)
+    amb = Ab.ambiguity_errors(["t"], preds, labels, log)
+    assert {k: row[f"amb. {k}"] for k in amb} == amb and row["amb. partner_confusion"] == pytest.approx(1 / 2)
+    plain = Ab.ablation_row(preds, labels, {}, model="Baseline")
+    assert "coverage" not in plain and plain["amb. pixels"] == 0

@@ -1,4 +1,4 @@
-"""Error maps, caption mentions, worst tiles, predictions in memory and Table 1 (textscd_lib.analysis, chapter 06)."""
+"""Error maps, worst tiles, fixes and causes, Table 1 and the figure rows of chapter 06 (textscd_lib.analysis)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from textscd_lib import analysis as A
-from textscd_lib.ablation import changed_pixels_differ
 
 W, G, LV, TR, B = 1, 2, 3, 4, 5  # water, ground, low vegetation, tree, building
 
@@ -43,43 +42,6 @@ def test_error_overlay_leaves_correct_pixels_untouched():
     assert (over[0, :2] == 100).all()                      # correct unchanged, correct change
     assert over[0, 2].tolist() == A.ERROR_COLORS[A.FALSE_ALARM].tolist()
     assert over[0, 3].tolist() == A.ERROR_COLORS[A.MISS].tolist()
-
-
-@pytest.mark.parametrize("caption, expected", [
-    ("Several houses were built on the former lawn.", {"building", "low vegetation"}),
-    ("A sports field replaced the bare soil in the top left.", {"playground", "ground"}),
-    ("The grass field in the centre is now a pond.", {"low vegetation", "water"}),
-    ("Trees were cut down and the vegetation cleared.", {"tree", "low vegetation"}),
-    ("No visible change.", set()),
-    ("", set()),
-])
-def test_caption_mentions_classes_through_synonyms(caption, expected):
-    assert A.classes_mentioned(caption) == expected
-
-
-def test_transition_mention_distinguishes_both_one_and_neither():
-    cap = "Low vegetation in the top left has been replaced by buildings."
-    assert A.transition_mention(cap, "low vegetation", "building") == "both"
-    assert A.transition_mention(cap, "tree", "building") == "to only"
-    assert A.transition_mention(cap, "low vegetation", "water") == "from only"
-    assert A.transition_mention(cap, "tree", "water") == "neither"
-    # whole words only
-    assert A.classes_mentioned("rebuildings") == set()
-
-
-def test_transition_errors_rates_and_mentions():
-    p1, p2, l1, l2 = _pair()
-    preds, labels = {"t": (p1, p2)}, {"t": (l1, l2)}
-    tab = A.transition_errors(["t"], preds, labels, {"t": "grass replaced by houses"})
-    lvb = tab[tab.transition == "low vegetation→building"].iloc[0]
-    assert lvb.pixels == 3 and lvb.mention == "both"
-    assert lvb.error == pytest.approx(2 / 3)
-    assert lvb.miss == pytest.approx(1 / 3) and lvb["wrong class"] == pytest.approx(1 / 3)
-    trg = tab[tab.transition == "tree→ground"].iloc[0]
-    assert trg.mention == "neither" and trg.error == 1.0
-    summary = A.error_summary(tab, "mention")
-    assert summary.loc["both", "pixels"] == 3
-    assert summary["share of errors"].sum() == pytest.approx(1.0)
 
 
 def test_fix_cause_map_separates_fixed_and_caused_pixels():
@@ -120,28 +82,45 @@ def test_worst_tiles_orders_by_sek_and_skips_undefined():
     assert worst.index.tolist() == ["noisy"]
 
 
-def test_negated_changes_do_not_count_as_mentions():
-    assert A.classes_mentioned("No noticeable changes in buildings, roads or vegetation can be seen.") == set()
-    assert A.classes_mentioned("There are no obvious changes between the two images.") == set()
-    assert A.classes_mentioned("No change in the buildings, but the lawn became bare soil.") == {
-        "low vegetation", "ground"}
+
+def test_error_row_blends_errors_over_both_dates_then_truth_and_prediction_side_by_side():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from textscd_lib.plots import colorize
+
+    p1, p2, l1, l2 = _pair()
+    err = A.error_map(p1, p2, l1, l2)
+    im1, im2 = np.full((1, 6, 3), 100, np.uint8), np.full((1, 6, 3), 200, np.uint8)
+    panels = A.error_row_panels(im1, im2, (l1, l2), (p1, p2), err, model="textscd")
+    assert [t for _, t in panels] == ["date 1 + errors", "date 2 + errors", "truth 1 | 2", "textscd 1 | 2",
+                                      "error map"]
+    assert np.array_equal(panels[0][0], A.overlay_errors(im1, err))
+    assert np.array_equal(panels[1][0], A.overlay_errors(im2, err))
+    truth = panels[2][0]
+    assert truth.shape == (1, 6 + 2 + 6, 3)                      # date 1 | 2-pixel gap | date 2
+    assert np.array_equal(truth[:, :6], colorize(l1)) and np.array_equal(truth[:, 8:], colorize(l2))
+    assert np.array_equal(panels[3][0][:, 8:], colorize(p2))
+    assert np.array_equal(panels[4][0], A.colorize_errors(err))
+    fig, axes = plt.subplots(1, 5)
+    A.draw_error_row(axes, im1, im2, (l1, l2), (p1, p2), err, model="textscd")
+    assert [ax.get_title() for ax in axes] == [t for _, t in panels]
+    assert all(len(ax.images) == 1 and not ax.axison for ax in axes)
+    plt.close(fig)
 
 
-def test_predict_maps_returns_index_maps_per_pair_and_text_moves_nothing_for_baseline(tmp_path):
-    import torch
+def test_legends_name_each_category_in_its_map_colour():
+    legend = A.error_legend()
+    assert [h.get_label() for h in legend] == list(A.ERROR_CATEGORIES)
+    assert np.allclose(legend[A.MISS].get_facecolor()[:3], A.ERROR_COLORS[A.MISS] / 255)
+    wrong_only = A.error_legend((A.FALSE_ALARM, A.MISS, A.WRONG_CLASS))
+    assert [h.get_label() for h in wrong_only] == list(A.ERROR_CATEGORIES[2:])
+    assert [h.get_label() for h in A.fix_legend()] == list(A.FIX_CATEGORIES)
 
-    from textscd_lib.dataset import SCDDataset
-    from textscd_lib.model import build_model
-    from textscd_lib.synthetic import synthesize
 
-    root = synthesize(tmp_path / "mini", pairs=3, size=32, seed=1, val_fraction=0.34)
-    ds = SCDDataset(root, "val")
-    torch.manual_seed(0)
-    model = build_model("baseline", text_dim=8, weights=None, width=16)
-    preds = A.predict_maps(model, ds, batch_size=2)
-    assert set(preds) == set(ds.names)
-    p1, p2 = preds[ds.names[0]]
-    assert p1.shape == (32, 32) and p1.dtype == np.uint8 and p1.max() <= 6
-    assert changed_pixels_differ(preds, preds) == 0.0
-    labels = A.label_maps(ds)
-    assert labels[ds.names[0]][0].shape == (32, 32)
+def test_wrap_caption_wraps_and_says_when_there_is_no_caption():
+    assert A.wrap_caption("") == "(empty caption)"
+    text = A.wrap_caption("trees in the top left were replaced by a row of new buildings", width=20)
+    assert all(len(line) <= 20 for line in text.splitlines()) and len(text.splitlines()) > 1

@@ -9,7 +9,7 @@ import threading
 import pytest
 from fake_gemini import make_tiny_second
 
-from textscd_lib.analysis import classes_mentioned
+from textscd_lib.caption_errors import classes_mentioned
 from textscd_lib.caption_sources import describe_changes, read_second_cc
 from textscd_lib.captions import (
     PAPER_PROMPT,

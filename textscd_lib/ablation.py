@@ -2,14 +2,16 @@
 
 Chapter 07 swaps the captions a trained TextSCD reads (oracle, noisy, shuffled, empty) and asks whether
 its maps change, and whether they get better where only a caption can tell. The predictions themselves
-come from `textscd_lib.analysis` (:func:`~textscd_lib.analysis.predict_maps`,
-:func:`~textscd_lib.analysis.text_features_for`, shared with chapter 06); this module measures them:
+come from `textscd_lib.predictions` (:func:`~textscd_lib.predictions.predict_maps`,
+:func:`~textscd_lib.predictions.text_features_for`, shared with chapter 06); this module measures them:
 
 - :func:`caption_quality` — how well a caption set names the true transitions (coverage, precision).
 - :func:`changed_pixels_differ` — how much a caption swap moves a model's output.
 - :func:`ambiguous_masks` / :func:`ambiguity_errors` — the pixels of mini-SECOND that only a caption can
   resolve, and how a model does on them.
 - :func:`tgi_text_effect` — how much the caption moves the TGI output, eq. (7).
+- :func:`ablation_row` — one row of the chapter's table: Table 1's metrics, caption quality and the
+  ambiguous-pixel errors of one set of predictions.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from textscd_lib.analysis import _np, classes_mentioned
+from textscd_lib.analysis import to_numpy
+from textscd_lib.caption_errors import classes_mentioned
 from textscd_lib.second import CLASSES
 
 
 def changed_pixels_differ(a: Mapping[str, tuple], b: Mapping[str, tuple]) -> float:
     """Fraction of pixels (both dates) where two sets of predictions differ — how much the caption moves a
     model's output (chapter 07: 0 means TextSCD ignores its text)."""
-    diff = sum(int((_np(a[n][k]) != _np(b[n][k])).sum()) for n in a for k in (0, 1))
-    total = sum(_np(a[n][k]).size for n in a for k in (0, 1))
+    diff = sum(int((to_numpy(a[n][k]) != to_numpy(b[n][k])).sum()) for n in a for k in (0, 1))
+    total = sum(to_numpy(a[n][k]).size for n in a for k in (0, 1))
     return diff / max(total, 1)
 
 
@@ -35,7 +38,7 @@ def ambiguous_masks(label1, label2, record: Mapping) -> tuple[np.ndarray, np.nda
     """Pixels of one mini-SECOND pair whose class only a caption can tell (chapter 07): where the scene log's
     ``ambiguous`` entry drew two classes (e.g. low vegetation / tree) with one texture — the changed pixels
     whose date-1 (mask 1) or date-2 (mask 2) class is one of the two and the other date's is not."""
-    l1, l2 = _np(label1), _np(label2)
+    l1, l2 = to_numpy(label1), to_numpy(label2)
     m1 = np.zeros(l1.shape, bool)
     m2 = np.zeros(l1.shape, bool)
     for amb in record.get("ambiguous", []):
@@ -57,8 +60,8 @@ def ambiguity_errors(names: Sequence[str], preds: Mapping[str, tuple], labels: M
         rec = scene_log.get(name, {})
         if not rec.get("ambiguous"):
             continue
-        l1, l2 = (_np(x).astype(np.int64) for x in labels[name])
-        p1, p2 = (_np(x).astype(np.int64) for x in preds[name])
+        l1, l2 = (to_numpy(x).astype(np.int64) for x in labels[name])
+        p1, p2 = (to_numpy(x).astype(np.int64) for x in preds[name])
         pairs = [[CLASSES.index(c) for c in a["classes"]] for a in rec["ambiguous"]]
         for m, p, lab in zip(ambiguous_masks(l1, l2, rec), (p1, p2), (l1, l2)):
             if not m.any():
@@ -109,7 +112,7 @@ def caption_quality(labels: Mapping[str, tuple], captions: Mapping[str, str]) ->
     ``quality`` = their harmonic mean (0 for empty captions)."""
     covered = changed = named = named_right = 0
     for name, (l1, l2) in labels.items():
-        l1, l2 = _np(l1).astype(np.int64), _np(l2).astype(np.int64)
+        l1, l2 = to_numpy(l1).astype(np.int64), to_numpy(l2).astype(np.int64)
         found = classes_mentioned(captions.get(name, ""))
         code = l1 * len(CLASSES) + l2
         codes, counts = np.unique(code[l1 > 0], return_counts=True)
@@ -124,3 +127,22 @@ def caption_quality(labels: Mapping[str, tuple], captions: Mapping[str, str]) ->
     prec = named_right / named if named else 0.0
     quality = 2 * cov * prec / (cov + prec) if cov + prec > 0 else 0.0
     return {"coverage": cov, "precision": prec, "quality": quality}
+
+
+def ablation_row(preds: Mapping[str, tuple], labels: Mapping[str, tuple], scene_log: Mapping[str, Mapping],
+                 caption_texts: Mapping[str, str] | None = None, **columns) -> dict:
+    """One row of chapter 07's ablation table for one set of predictions (``{pair: (map1, map2)}``):
+    ``columns`` as given (experiment, model, captions, ...), then — when ``caption_texts`` is given — the
+    measured quality of those captions (:func:`caption_quality` as ``caption quality``, ``coverage``,
+    ``precision``), then F_scd, mIoU, OA, SeK (:func:`textscd_lib.predictions.map_scores`) and the errors on
+    the ambiguous pixels (:func:`ambiguity_errors`) as ``amb. <key>``. Pass column names with spaces as
+    ``**{"nominal quality": 1.0}``."""
+    from textscd_lib.predictions import map_scores
+
+    row = dict(columns)
+    if caption_texts is not None:
+        q = caption_quality({n: labels[n] for n in preds}, caption_texts)
+        row.update({"caption quality": q["quality"], "coverage": q["coverage"], "precision": q["precision"]})
+    row.update(map_scores(preds, labels))
+    row.update({f"amb. {k}": v for k, v in ambiguity_errors(list(preds), preds, labels, scene_log).items()})
+    return row
