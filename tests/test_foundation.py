@@ -136,6 +136,30 @@ def test_substitute_record_is_merged_per_part(tmp_path):
     assert set(json.loads((tmp_path / "substitutes.json").read_text())) == {"data", "text_encoder"}
 
 
+def test_a_part_that_uses_the_papers_choice_again_is_cleared_and_a_whole_series_starts_a_fresh_record(tmp_path):
+    from textscd_lib.runs import clear_substitute, read_substitutes
+    from textscd_lib.synthetic import resolve_data_root, synthesize
+
+    run = tmp_path / "run"
+    run.mkdir()
+    record_substitute(run, "data", "mini-SECOND", "SECOND", "offline")
+    record_substitute(run, "captions", "oracle", "Gemini", "offline")
+    clear_substitute(run, "text_encoder")  # nothing recorded for it: no-op
+    assert set(read_substitutes(run)) == {"data", "captions"}
+    real = synthesize(tmp_path / "real", pairs=4, size=64, seed=1)  # stands in for a prepared SECOND folder
+    resolve_data_root(real, fast=True, run_path=run)  # DATA_ROOT given: the paper's kind of data
+    assert set(read_substitutes(run)) == {"captions"}
+    # a whole series (no --only) forgets what an earlier series recorded; a single chapter adds to it
+    books = tmp_path / "nb"
+    books.mkdir()
+    _tiny_notebook(books, "01_a.ipynb", "FAST = True\nRUN = 'x'", "pass")
+    runner.run_series({}, run_name="run", fast=True, results_root=tmp_path, notebooks_dir=books, only=["01"])
+    assert set(read_substitutes(run)) == {"captions"}
+    runner.run_series({}, run_name="run", fast=True, results_root=tmp_path, notebooks_dir=books)
+    assert read_substitutes(run) == {}
+    assert json.loads((run / "run.json").read_text())["substitutes"] == {}
+
+
 def test_substitute_is_logged_at_info_so_that_the_chapter_printing_it_shows_it_once(tmp_path, caplog):
     """A WARNING would reach a notebook's output beside the chapter's own print of substitute_lines()."""
     import logging

@@ -107,14 +107,17 @@ def test_minilm_gives_per_token_384d_features_with_a_mask(minilm):
     assert minilm.substitute and "MiniLM" in minilm.substitute
 
 
-def test_minilm_stand_in_is_logged_at_info_so_that_the_chapter_shows_it_once(caplog):
-    """The caller records the substitute and the chapter or CLI shows it; a WARNING would show it twice."""
+def test_text_encoder_says_its_weights_at_info_and_leaves_the_substitute_line_to_the_caller(caplog):
+    """The caller records the substitute and the chapter or CLI shows it once; the module repeating it (or a
+    WARNING) would show it twice in other words."""
     import logging
 
     caplog.set_level(logging.INFO, logger="textscd_lib.text_encoder")
     enc = te.load_text_encoder("minilm")
-    said = [r for r in caplog.records if enc.substitute in r.getMessage()]
-    assert [r.levelno for r in said] == [logging.INFO]
+    mine = [r for r in caplog.records if r.name == "textscd_lib.text_encoder"]
+    assert any(enc.weights_description in r.getMessage() and r.levelno == logging.INFO for r in mine)
+    assert enc.substitute and not any(" instead of " in r.getMessage() for r in mine)
+    assert all(r.levelno < logging.WARNING for r in mine)
 
 
 def test_auto_picks_minilm_offline_in_well_under_a_second(monkeypatch, tmp_path):

@@ -133,5 +133,6 @@ def test_cli_train_shows_each_offline_substitute_once_on_stderr(tmp_path):
     assert sorted(shown) == sorted(read_substitutes(tmp_path / "cli")), shown
     # the modules that detect a stand-in say which weights they loaded at INFO, not the substitute again
     assert out.stderr.count("ResNet34 random init instead of") == 1
+    assert out.stderr.count(" instead of CLIP") == 1  # the text encoder names its weights, not the substitute
     warned = [ln for ln in out.stderr.splitlines() if ln.startswith("WARNING") and " instead of " in ln]
     assert not warned, warned

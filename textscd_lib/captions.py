@@ -265,7 +265,7 @@ def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, re
     Offline sources are generated when missing or incomplete and, with ``record=True`` (the run's caption
     source), recorded as the run's substitute for Gemini; ablation controls pass ``record=False``.
     ``gemini`` uses an existing store, or captions the missing pairs when a key is set."""
-    from textscd_lib.runs import record_substitute
+    from textscd_lib.runs import clear_substitute, record_substitute
 
     backend, parsed = parse_source(source)
     opts = {**parsed, **opts}
@@ -282,10 +282,12 @@ def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, re
             if not names <= have_ok:
                 log.warning("%s: %d of %d pairs have no Gemini caption (no key to fill them in); they get the "
                             "empty caption", path, len(names - have_ok), len(names))
-            return path
-        if find_api_key() is None:
-            raise RuntimeError(missing_key_message())
-        caption_dataset(data_root, "gemini", path, **opts)
+        else:
+            if find_api_key() is None:
+                raise RuntimeError(missing_key_message())
+            caption_dataset(data_root, "gemini", path, **opts)
+        if record:
+            clear_substitute(run_path, "captions")  # the paper's source
         return path
     current = next(iter(store.latest().values()), {}).get("params") if have else None
     complete = names <= have or (backend == "second-cc" and bool(have))  # SECOND-CC covers what it covers

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from textscd_lib import env
 from textscd_lib.io_utils import atomic_write_json
-from textscd_lib.runs import read_substitutes, repo_root, run_dir
+from textscd_lib.runs import read_substitutes, repo_root, reset_substitutes, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     check_parameters(params, declared)
 
     out = run_dir(run_name, results_root)
+    if only is None:  # a whole series records its substitutes afresh (single chapters add to the record)
+        reset_substitutes(out)
     report = RunReport(run=run_name, path=out)
     meta = {
         "run": run_name, "fast": fast, "parameters": params, "git": git_commit(repo_root()),

@@ -73,6 +73,20 @@ def record_substitute(run_path: str | Path, part: str, used: str, instead_of: st
     return msg
 
 
+def clear_substitute(run_path: str | Path, part: str) -> None:
+    """Forget ``part``'s substitute: the paper's choice is used for it now (say, ``DATA_ROOT`` names SECOND in
+    a run folder that once ran on mini-SECOND). A no-op when nothing was recorded for it."""
+    record = read_substitutes(run_path)
+    if record.pop(part, None) is not None:
+        atomic_write_json(Path(run_path) / SUBSTITUTES_FILE, record)
+        log.info("run %s: %s is no longer a substitute", Path(run_path).name, part)
+
+
+def reset_substitutes(run_path: str | Path) -> None:
+    """Start a run's record afresh (the runner does it before a whole series, so stale parts never linger)."""
+    (Path(run_path) / SUBSTITUTES_FILE).unlink(missing_ok=True)
+
+
 def _line(part: str, rec: dict) -> str:
     return f"OFFLINE SUBSTITUTE [{part}]: using {rec['used']} instead of {rec['instead_of']} ({rec['why']})"
 

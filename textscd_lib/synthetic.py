@@ -194,18 +194,21 @@ def read_scene_log(root: str | Path) -> dict[str, dict]:
     return out
 
 
-def resolve_data_root(data_root: str | Path, fast: bool, run_path: str | Path) -> Path:
+def resolve_data_root(data_root: str | Path, fast: bool, run_path: str | Path, record: bool = True) -> Path:
     """The notebooks' ``DATA_ROOT`` → a checked dataset folder (chapter 01). ``""`` → mini-SECOND (generated
     on first use, recorded as an offline substitute for SECOND); a path → validated (every pair decoded once
     into the cache of :class:`textscd_lib.dataset.DecodedCache`); raises ``SecondFormatError`` naming files."""
-    from textscd_lib.runs import record_substitute, resolve
+    from textscd_lib.runs import clear_substitute, record_substitute, resolve
     from textscd_lib.second import SecondFormatError, scan
 
     if not str(data_root):
         root = ensure_mini_second(fast=fast)
-        record_substitute(run_path, "data", "mini-SECOND (synthetic, seeded)", "SECOND",
-                          "SECOND is not on this machine; pass DATA_ROOT to use it")
+        if record:
+            record_substitute(run_path, "data", "mini-SECOND (synthetic, seeded)", "SECOND",
+                              "SECOND is not on this machine; pass DATA_ROOT to use it")
         return root
+    if record:
+        clear_substitute(run_path, "data")
     from textscd_lib.dataset import DecodedCache
 
     root = resolve(data_root)

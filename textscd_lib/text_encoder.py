@@ -289,6 +289,6 @@ def load_text_encoder(name: str = "auto", weights: str | Path | None = None, dev
         enc = MiniLMTextEncoder(why)
     else:
         raise ValueError(f"unknown text encoder {name!r}; expected 'auto', 'clip', 'clip-random' or 'minilm'")
-    if enc.substitute:  # INFO: the caller records it (record_substitute) and the chapter or CLI shows it once
-        log.info("text encoder: %s", enc.substitute)
+    # which weights, not the substitute line: the caller records that (record_substitute) and shows it once
+    log.info("text encoder: %s, %s", enc.name, enc.weights_description)
     return enc.to(device)

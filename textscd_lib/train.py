@@ -40,7 +40,7 @@ from textscd_lib.loaders import (  # noqa: F401 (public)
     load_split,
     lookup_features,
 )
-from textscd_lib.runs import record_substitute, resolve, run_dir
+from textscd_lib.runs import clear_substitute, record_substitute, resolve, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path):
+def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path, record: bool = True):
     """Captions → frozen text encoder → cached per-pair features (chapters 02, 03). None for Baseline."""
     if cfg.model == "baseline":
         return None, []
@@ -119,7 +119,7 @@ def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path):
     if cfg.text_features:
         return TextFeatures.load(resolve(cfg.text_features)), []
 
-    store = ensure_captions(data_root, cfg.captions, run_path)
+    store = ensure_captions(data_root, cfg.captions, run_path, record=record)
     encoder = load_text_encoder(cfg.text_encoder, device="cpu")
     path = run_path / "cache" / "text_features" / f"{encoder.name}__{cfg.captions}.pt"
     feats = build_text_features(encoder, load_captions(store), path)
@@ -275,8 +275,8 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     writer = rank == 0
 
     with _rank0_first(rank, world):
-        data_root = resolve_data_root(cfg.data_root, cfg.fast, run_path)
-        text_features, subs = _text_features(cfg, data_root, run_path)
+        data_root = resolve_data_root(cfg.data_root, cfg.fast, run_path, record=writer)  # rank 0 records
+        text_features, subs = _text_features(cfg, data_root, run_path, record=writer)
         train_names, train_images, train_labels = load_split(data_root, "train", cfg.size)
         val_names, val_images, val_labels = load_split(data_root, "val", cfg.size)
     nbytes = sum(a.nbytes for a in (train_images, train_labels, val_images, val_labels))
@@ -293,9 +293,15 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if writer:  # the same part names as the notebooks use, so run.json holds one entry per part
-        for part, lines in (("image_encoder", model.substitutes), ("text_encoder", subs)):
+        parts = [("image_encoder", model.substitutes)]
+        if cfg.model != "baseline" and not cfg.text_features:  # the Baseline reads no text; given features
+            # were recorded by whoever encoded them
+            parts.append(("text_encoder", subs))
+        for part, lines in parts:
             for line in lines:
                 _record_line(run_path, part, line)
+            if not lines:
+                clear_substitute(run_path, part)
     subs = [*model.substitutes, *subs]
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
