@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from error_strip import LV, TR, B, W, error_strip
 
 from textscd_lib import analysis as A
 
-W, G, LV, TR, B = 1, 2, 3, 4, 5  # water, ground, low vegetation, tree, building
-
-
-def _pair():
-    """A 1×6 strip; one pixel per error category plus a second wrong-class case (change on one date only)."""
-    l1 = np.array([[0, LV, 0, LV, LV, TR]])
-    l2 = np.array([[0, B, 0, B, B, G]])
-    p1 = np.array([[0, LV, LV, 0, LV, TR]])
-    p2 = np.array([[0, B, B, 0, TR, 0]])
-    return p1, p2, l1, l2
-
 
 def test_error_map_puts_each_pixel_in_its_category():
-    err = A.error_map(*_pair())
+    err = A.error_map(*error_strip())
     assert err.tolist() == [[A.CORRECT_UNCHANGED, A.CORRECT_CHANGE, A.FALSE_ALARM, A.MISS,
                              A.WRONG_CLASS, A.WRONG_CLASS]]
     counts = A.error_counts(err)
@@ -29,13 +19,13 @@ def test_error_map_puts_each_pixel_in_its_category():
 
 
 def test_error_map_rejects_mismatched_shapes():
-    p1, p2, l1, l2 = _pair()
+    p1, p2, l1, l2 = error_strip()
     with pytest.raises(ValueError, match="shapes differ"):
         A.error_map(p1, p2, l1, l2[:, :3])
 
 
 def test_error_overlay_leaves_correct_pixels_untouched():
-    p1, p2, l1, l2 = _pair()
+    p1, p2, l1, l2 = error_strip()
     err = A.error_map(p1, p2, l1, l2)
     img = np.full((1, 6, 3), 100, np.uint8)
     over = A.overlay_errors(img, err, alpha=1.0)
@@ -91,7 +81,7 @@ def test_error_row_blends_errors_over_both_dates_then_truth_and_prediction_side_
 
     from textscd_lib.plots import colorize
 
-    p1, p2, l1, l2 = _pair()
+    p1, p2, l1, l2 = error_strip()
     err = A.error_map(p1, p2, l1, l2)
     im1, im2 = np.full((1, 6, 3), 100, np.uint8), np.full((1, 6, 3), 200, np.uint8)
     panels = A.error_row_panels(im1, im2, (l1, l2), (p1, p2), err, model="textscd")

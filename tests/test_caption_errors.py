@@ -3,21 +3,10 @@ chapter 06; the vocabulary serves chapters 02 and 07 too)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from error_strip import error_strip
 
 from textscd_lib import caption_errors as CE
-
-W, G, LV, TR, B = 1, 2, 3, 4, 5  # water, ground, low vegetation, tree, building
-
-
-def _pair():
-    """A 1×6 strip; one pixel per error category plus a second wrong-class case (change on one date only)."""
-    l1 = np.array([[0, LV, 0, LV, LV, TR]])
-    l2 = np.array([[0, B, 0, B, B, G]])
-    p1 = np.array([[0, LV, LV, 0, LV, TR]])
-    p2 = np.array([[0, B, B, 0, TR, 0]])
-    return p1, p2, l1, l2
 
 
 @pytest.mark.parametrize("caption, expected", [
@@ -43,7 +32,7 @@ def test_transition_mention_distinguishes_both_one_and_neither():
 
 
 def test_transition_errors_rates_and_mentions():
-    p1, p2, l1, l2 = _pair()
+    p1, p2, l1, l2 = error_strip()
     preds, labels = {"t": (p1, p2)}, {"t": (l1, l2)}
     tab = CE.transition_errors(["t"], preds, labels, {"t": "grass replaced by houses"})
     lvb = tab[tab.transition == "low vegetation→building"].iloc[0]
