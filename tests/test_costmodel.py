@@ -71,3 +71,27 @@ def test_bench_cost_cli_prints_rows_and_rejects_an_unknown_profile_and_cuda_grap
         cpu = subprocess.run([*base, "--device", "cpu", "--cuda-graphs"], capture_output=True, text=True,
                              timeout=120, cwd=repo_root())
         assert cpu.returncode == 2 and "--cuda-graphs needs a CUDA device" in cpu.stderr
+
+
+def test_cost_model_flops_equal_torch_flop_counter_on_a_real_cpu_step_plus_the_attention_it_misses():
+    """The meta-device count against torch's FlopCounterMode over a real fp32 step (what `textscd bench` reports)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from textscd_lib.losses import total_loss
+    from textscd_lib.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("textscd", weights=None).train()
+    x1, x2 = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    f_text, mask = torch.randn(1, 50, 512), torch.ones(1, 50, dtype=torch.bool)
+    label = torch.randint(0, 7, (1, 64, 64))
+    target = {"label1": label, "label2": label, "change": (label > 0).float()}
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = total_loss(model(x1, x2, f_text, mask), target, as_float=False)
+        loss.backward()
+    ops = step_ops("textscd", size=64, batch=1, dtype=torch.float32)
+    # torch's counter has no formula for the CPU flash-attention kernel, so it misses TGI's attention; the
+    # meta run decomposes attention into matmuls and counts them: QK^T and AV, 2·N·L·C FLOPs each forward,
+    # twice that backward, over N = 8² + 4² + 2² visual tokens (levels 1-3 of a 64² tile), L = 50, C = 128
+    attention = 3 * (2 * 2 * (8 * 8 + 4 * 4 + 2 * 2) * 50 * 128)
+    assert sum(op[2] for op in ops) == counter.get_total_flops() + attention
