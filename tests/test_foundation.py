@@ -160,6 +160,20 @@ def test_a_part_that_uses_the_papers_choice_again_is_cleared_and_a_whole_series_
     assert json.loads((run / "run.json").read_text())["substitutes"] == {}
 
 
+def test_a_modules_own_substitute_line_is_recorded_as_used_instead_of_why(tmp_path):
+    from textscd_lib.runs import read_substitutes, record_substitute_line
+
+    record_substitute_line(tmp_path, "image_encoder",
+                           "ResNet34 random init instead of ImageNet weights (ImageNet weights not found offline)")
+    record_substitute_line(tmp_path, "text_encoder", "MiniLM instead of CLIP")
+    record_substitute_line(tmp_path, "other", "something odd")
+    rec = read_substitutes(tmp_path)
+    assert rec["image_encoder"] == {"used": "ResNet34 random init", "instead_of": "ImageNet weights",
+                                    "why": "ImageNet weights not found offline"}
+    assert rec["text_encoder"] == {"used": "MiniLM", "instead_of": "CLIP", "why": "offline"}
+    assert rec["other"] == {"used": "something odd", "instead_of": "?", "why": "offline"}
+
+
 def test_substitute_is_logged_at_info_so_that_the_chapter_printing_it_shows_it_once(tmp_path, caplog):
     """A WARNING would reach a notebook's output beside the chapter's own print of substitute_lines()."""
     import logging

@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
+from textscd_lib.checkpoints import load_model
 from textscd_lib.loaders import epoch_batches
 from textscd_lib.metrics import score_folders
-from textscd_lib.train import TrainConfig, TrainingDiverged, load_model, poly_lr, train
+from textscd_lib.train import TrainConfig, TrainingDiverged, poly_lr, train
 
 
 @pytest.fixture(autouse=True)

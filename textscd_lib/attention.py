@@ -113,9 +113,9 @@ def trained_attention(checkpoint: str | Path, run_path: str | Path, name: str, x
     text features chapter 05 trained it with (the run's ``cache/text_features/<encoder>__<captions>.pt``, or
     the prebuilt file its config names), looks the pair's caption up there and runs ``x1``, ``x2`` (one
     normalised pair, (1, 3, H, W)). Returns ``({level: (1, heads, h·w, L)}, the checkpoint's metadata)``."""
+    from textscd_lib.checkpoints import load_model
     from textscd_lib.runs import resolve
     from textscd_lib.text_features import TextFeatures
-    from textscd_lib.train import load_model
 
     model = load_model(checkpoint, device)
     if not model.uses_text:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from textscd_lib.io_utils import atomic_write_json
@@ -71,6 +72,17 @@ def record_substitute(run_path: str | Path, part: str, used: str, instead_of: st
     msg = _line(part, record[part])
     log.info(msg)  # INFO: the CLI shows it; notebooks print substitute_lines() once instead
     return msg
+
+
+def record_substitute_line(run_path: str | Path, part: str, line: str) -> str:
+    """Record a module's own ``"X instead of Y (why)"`` line (``model.substitutes``, a text encoder's
+    ``.substitute``) as ``part``'s substitute (the trainer, chapter 05)."""
+    m = re.match(r"^(.*) instead of (.*) \(([^()]*)\)$", line)
+    if m:
+        return record_substitute(run_path, part, m.group(1), m.group(2), m.group(3))
+    m = re.match(r"^(.*) instead of (.*)$", line)
+    used, instead = (m.group(1), m.group(2)) if m else (line, "?")
+    return record_substitute(run_path, part, used, instead, "offline")
 
 
 def clear_substitute(run_path: str | Path, part: str) -> None:

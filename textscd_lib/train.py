@@ -27,31 +27,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from textscd_lib.checkpoints import check_resume, load_model, restore_rng, rng_state, unwrap, write_history
 from textscd_lib.io_utils import atomic_torch_save, atomic_write_json
-from textscd_lib.loaders import (  # noqa: F401 (public)
+from textscd_lib.loaders import (
     BatchSource,
     Normalizer,
     autocast_for,
     epoch_batches,
-    evaluate,
     evaluate_source,
     export_predictions,
     forward_batch,
     load_split,
     lookup_features,
 )
-from textscd_lib.runs import clear_substitute, record_substitute, resolve, run_dir
+from textscd_lib.runs import clear_substitute, record_substitute_line, resolve, run_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainingDiverged", "train", "evaluate", "export_predictions", "load_model",
-           "poly_lr", "load_split"]
-
-# trajectory-defining fields: a resume with other values would not continue the same run
-RESUME_KEYS = ("model", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "poly_power",
-               "size", "seed", "captions", "text_encoder", "text_features", "width", "max_steps_per_epoch",
-               "normalization")
-
+__all__ = ["TrainConfig", "TrainingDiverged", "train", "poly_lr"]
 
 @dataclass
 class TrainConfig:
@@ -126,90 +119,8 @@ def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path, record: bo
     return feats, [encoder.substitute] if encoder.substitute else []
 
 
-# ------------------------------------------------------------------------------------------------------
-# checkpoints
-# ------------------------------------------------------------------------------------------------------
 class TrainingDiverged(RuntimeError):
     """A NaN/inf loss: the run stops and names the step."""
-
-
-def unwrap(model):
-    """The plain module under DDP and torch.compile wrappers (what a checkpoint stores)."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
-
-
-def _rng_state(aug_gen: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "augment": aug_gen.get_state()}
-
-
-def _restore_rng(state: dict, aug_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    aug_gen.set_state(state["augment"].cpu() if aug_gen.device.type == "cpu" else state["augment"])
-
-
-def _check_resume(ck: dict, cfg: TrainConfig, path: Path) -> None:
-    old = ck.get("config", {})
-    diff = {k: (old.get(k), getattr(cfg, k)) for k in RESUME_KEYS if old.get(k) != getattr(cfg, k)}
-    if diff:
-        raise ValueError(f"{path}: cannot resume, the checkpoint was trained with other settings "
-                         + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()))
-
-
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the model saved in a checkpoint (chapters 05, 06); ``model.checkpoint`` keeps its metadata."""
-    from textscd_lib.model import build_model
-
-    path = resolve(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint (train first: textscd train)")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    quiet = logging.getLogger("textscd_lib.image_encoder")  # "random init" is false here: weights come next
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        model = build_model(ck["model_kind"], text_dim=ck["text_dim"], weights=None, width=ck["width"])
-    finally:
-        quiet.setLevel(level)
-    model.load_state_dict(ck["model"])
-    model.checkpoint = {k: ck[k] for k in ("epoch", "step", "config", "best", "scores", "text_features")
-                        if k in ck}
-    return model.to(device).eval()
-
-
-def _write_history(history: list[dict], out: Path) -> tuple[Path, Path]:
-    import csv
-    import io
-
-    cols: list[str] = []
-    for row in history:
-        cols += [k for k in row if k not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    w.writerows(history)
-    from textscd_lib.io_utils import atomic_write_text
-
-    return atomic_write_text(out / "log.csv", buf.getvalue()), atomic_write_json(out / "log.json", history)
-
-
-def _record_line(run_path: Path, part: str, line: str) -> str:
-    """Record a module's 'X instead of Y (why)' substitute line in the run (textscd_lib.runs)."""
-    import re
-
-    m = re.match(r"^(.*) instead of (.*) \(([^()]*)\)$", line) or re.match(r"^(.*) instead of (.*)$", line)
-    if m:
-        used, instead = m.group(1), m.group(2)
-        why = m.group(3) if m.re.groups == 3 else "offline"
-    else:
-        used, instead, why = line, "?", "offline"
-    return record_substitute(run_path, part, used, instead, why)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -299,7 +210,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
             parts.append(("text_encoder", subs))
         for part, lines in parts:
             for line in lines:
-                _record_line(run_path, part, line)
+                record_substitute_line(run_path, part, line)
             if not lines:
                 clear_substitute(run_path, part)
     subs = [*model.substitutes, *subs]
@@ -310,11 +221,11 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
         ck = torch.load(last_path, map_location=device, weights_only=False)
-        _check_resume(ck, cfg, last_path)
+        check_resume(ck, cfg, last_path)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step, history, best = ck["epoch"], ck["step"], ck["history"], ck["best"]
-        _restore_rng(ck["rng"], aug_gen)
+        restore_rng(ck["rng"], aug_gen)
         log.info("resuming %s from %s (epoch %d, step %d)", cfg.model, last_path, start_epoch, step)
     elif cfg.resume:
         log.warning("resume asked but %s does not exist: starting from scratch", last_path)
@@ -397,13 +308,13 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
         if writer:
             ck = {"model": unwrap(run_model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                   "step": step, "config": asdict(cfg), "model_kind": cfg.model, "text_dim": text_dim,
-                  "width": cfg.width, "rng": _rng_state(aug_gen), "history": history, "best": best,
+                  "width": cfg.width, "rng": rng_state(aug_gen), "history": history, "best": best,
                   "scores": scores, "substitutes": subs, "data_root": str(data_root),
                   "text_features": None if text_features is None else text_features.encoder_name}
             atomic_torch_save(last_path, ck)
             if improved:
                 atomic_torch_save(best_path, ck)
-            _write_history(history, out)
+            write_history(history, out)
     seconds = time.perf_counter() - t_start
     if writer and history and not best_path.exists() and last_path.exists():
         log.warning("%s: no finite val F_scd in any epoch; best.pt = last.pt", cfg.model)
