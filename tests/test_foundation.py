@@ -129,6 +129,24 @@ def test_runner_records_parameters_versions_device_times_and_substitutes(tmp_pat
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
 
+def test_rerunning_one_chapter_keeps_the_series_record_and_lists_the_rerun(tmp_path):
+    books, res = tmp_path / "nb", tmp_path / "res"
+    books.mkdir()
+    _tiny_notebook(books, "01_a.ipynb", "FAST = True\nRUN = 'x'\nEPOCHS = 1", "pass")
+    _tiny_notebook(books, "02_b.ipynb", "FAST = True\nRUN = 'x'", "pass")
+    runner.run_series({"EPOCHS": 30}, run_name="t", fast=True, results_root=res, notebooks_dir=books)
+    first = json.loads((res / "t/run.json").read_text())
+    runner.run_series({}, run_name="t", fast=True, results_root=res, notebooks_dir=books, only=["02"])
+    meta = json.loads((res / "t/run.json").read_text())
+    assert meta["parameters"] == {"EPOCHS": 30} and meta["started"] == first["started"]
+    assert [e["notebook"] for e in meta["notebooks"]] == ["01_a.ipynb", "02_b.ipynb"]
+    assert meta["notebooks"][0] == first["notebooks"][0] and meta["status"] == "ok"
+    assert [r["notebooks"] for r in meta["reruns"]] == [["02_b.ipynb"]] and meta["reruns"][0]["parameters"] == {}
+    # a whole series starts its record afresh
+    runner.run_series({}, run_name="t", fast=True, results_root=res, notebooks_dir=books)
+    assert "reruns" not in json.loads((res / "t/run.json").read_text())
+
+
 def test_substitute_record_is_merged_per_part(tmp_path):
     record_substitute(tmp_path, "data", "a", "b", "c")
     msg = record_substitute(tmp_path, "text_encoder", "MiniLM", "CLIP", "no weights")

@@ -10,6 +10,7 @@ error, and a failing notebook stops the run naming the notebook and the cell.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -127,6 +128,7 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     out = run_dir(run_name, results_root)
     if only is None:  # a whole series records its substitutes afresh (single chapters add to the record)
         reset_substitutes(out)
+    previous = _read_run_json(out) if only is not None else None
     report = RunReport(run=run_name, path=out)
     meta = {
         "run": run_name, "fast": fast, "parameters": params, "git": git_commit(repo_root()),
@@ -156,10 +158,9 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
                 raise RunError(f"{book.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
                                f"executed copy with the traceback: {target}") from None
             finally:
-                meta["substitutes"] = read_substitutes(out)
                 meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
                 meta["status"] = report.status
-                atomic_write_json(out / "run.json", meta)
+                _write_run_json(out, meta, previous)
             entry.update(status="ok", seconds=round(time.perf_counter() - t0, 2))
         report.status = "ok"
     finally:
@@ -170,9 +171,39 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
                 os.environ[k] = v
         meta["status"] = report.status
         meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
-        meta["substitutes"] = read_substitutes(out)
-        atomic_write_json(out / "run.json", meta)
+        _write_run_json(out, meta, previous)
     return report
+
+
+def _read_run_json(out: Path) -> dict | None:
+    f = out / "run.json"
+    if not f.exists():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{f}: not valid JSON ({e}); delete it or run the whole series again") from e
+
+
+def _write_run_json(out: Path, meta: dict, previous: dict | None) -> None:
+    """``run.json``. A whole series writes its own record. ``--only`` re-executes some chapters of an existing
+    run: their entries replace the old ones, the other chapters' entries and the series' parameters stay, and
+    the re-execution is listed under ``reruns`` (its parameters, commit, time)."""
+    meta = {**meta, "substitutes": read_substitutes(out)}
+    if previous is None:
+        atomic_write_json(out / "run.json", meta)
+        return
+    redone = {e["notebook"] for e in meta["notebooks"]}
+    kept = [e for e in previous.get("notebooks", []) if e.get("notebook") not in redone]
+    rerun = {k: meta[k] for k in ("parameters", "git", "versions", "device", "started", "status", "total_seconds")
+             if k in meta}
+    rerun["notebooks"] = sorted(redone)
+    reruns = [r for r in previous.get("reruns", []) if r.get("started") != rerun["started"]] + [rerun]
+    notebooks = sorted(kept + meta["notebooks"], key=lambda e: e["notebook"])
+    statuses = {e.get("status") for e in notebooks}
+    status = "ok" if statuses == {"ok"} else "failed" if "failed" in statuses else meta["status"]
+    atomic_write_json(out / "run.json", {**previous, "notebooks": notebooks, "substitutes": meta["substitutes"],
+                                         "reruns": reruns, "status": status})
 
 
 def load_params_file(path: str | Path) -> dict:
