@@ -125,13 +125,14 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     declared = {b: declared_parameters(b) for b in books}
     check_parameters(params, declared)
 
+    git = git_commit(repo_root())  # before the run touches anything (a committed run folder is tracked)
     out = run_dir(run_name, results_root)
     if only is None:  # a whole series records its substitutes afresh (single chapters add to the record)
         reset_substitutes(out)
     previous = _read_run_json(out) if only is not None else None
     report = RunReport(run=run_name, path=out)
     meta = {
-        "run": run_name, "fast": fast, "parameters": params, "git": git_commit(repo_root()),
+        "run": run_name, "fast": fast, "parameters": params, "git": git,
         "versions": env.versions(), "device": env.device_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "notebooks": report.notebooks,
     }
