@@ -95,3 +95,18 @@ def test_cost_model_flops_equal_torch_flop_counter_on_a_real_cpu_step_plus_the_a
     # twice that backward, over N = 8² + 4² + 2² visual tokens (levels 1-3 of a 64² tile), L = 50, C = 128
     attention = 3 * (2 * 2 * (8 * 8 + 4 * 4 + 2 * 2) * 50 * 128)
     assert sum(op[2] for op in ops) == counter.get_total_flops() + attention
+
+
+def test_cost_figure_has_one_bar_per_part_and_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from textscd_lib.costmodel import cost_figure
+
+    costs = {kind: step_costs(kind, size=64, batch=1) for kind in ("baseline", "textscd")}
+    fig = cost_figure(costs)
+    ax = fig.axes[0]
+    parts = [t.get_text() for t in ax.get_yticklabels()]
+    assert "tgi" in parts and "encoder" in parts and "total" not in parts
+    assert len(ax.patches) == 2 * len(parts)  # a bar per part and model (Baseline's tgi bar is 0 wide)
+    assert any("at best" in t.get_text() for t in ax.get_legend().get_texts())

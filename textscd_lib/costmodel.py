@@ -200,3 +200,30 @@ def format_costs(rows: list[dict]) -> str:
                      f"{r['bwd_gb']:8.2f} {r['ops']:6d} {r['bound_ms']:9.2f} {r['share_pct']:5.1f}%")
     lines.append(f"bound: {rows[-1]['bound_pairs_per_s']:.0f} pairs/s at best (ideal kernels at datasheet peak)")
     return "\n".join(lines)
+
+
+def cost_figure(costs: dict[str, list[dict]]):
+    """Bars of each part's roofline bound (ms per step) for every model in ``costs`` (``{kind: step_costs
+    rows}``), with the bound in pairs/s in the legend (chapter 05, "Where a GPU step's time goes")."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    kinds = list(costs)
+    parts = [p for p in PARTS if any(r["part"] == p for rows in costs.values() for r in rows)]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(parts) + 1.6))
+    height = 0.8 / len(kinds)
+    y = np.arange(len(parts))
+    for k, kind in enumerate(kinds):
+        by_part = {r["part"]: r for r in costs[kind]}
+        ms = [by_part[p]["bound_ms"] if p in by_part else 0.0 for p in parts]
+        total = by_part["total"]
+        ax.barh(y + k * height, ms, height, label=f"{kind}: {total['bound_ms']:.1f} ms per step → at best "
+                                                  f"{total['bound_pairs_per_s']:.0f} pairs/s")
+    ax.set_yticks(y + height * (len(kinds) - 1) / 2, parts)
+    ax.invert_yaxis()
+    head = next(iter(costs.values()))[0]
+    ax.set_xlabel(f"roofline bound, ms per training step ({head['batch']} pairs of {head['size']}², {head['precision']})")
+    ax.set_title(f"Where a training step's time goes at best · {head['profile_name']}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
