@@ -129,6 +129,22 @@ def test_runner_records_parameters_versions_device_times_and_substitutes(tmp_pat
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
 
+def test_run_outputs_do_not_make_the_code_dirty_but_a_changed_source_file_does(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "lib.py").write_text("x = 1\n")
+    git("add", "lib.py")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "c")
+    assert runner.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "run").mkdir(parents=True)
+    (tmp_path / "results" / "run" / "run.json").write_text("{}")
+    assert runner.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "lib.py").write_text("x = 2\n")
+    assert runner.git_commit(tmp_path)["dirty"] is True
+
+
 def test_rerunning_one_chapter_keeps_the_series_record_and_lists_the_rerun(tmp_path):
     books, res = tmp_path / "nb", tmp_path / "res"
     books.mkdir()

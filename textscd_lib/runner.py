@@ -96,14 +96,18 @@ def check_parameters(params: dict, declared: dict[Path, dict]) -> None:
 
 
 def git_commit(root: Path) -> dict:
+    """The commit the run's code comes from, and whether the code differs from it (``dirty``): any change or
+    untracked file outside ``results/`` (run outputs, committed or not, do not make the code dirty)."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+                                  timeout=10).stdout.rstrip()
         except (OSError, subprocess.TimeoutExpired):
             return ""
 
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    changed = [line[3:].strip('"') for line in git("status", "--porcelain").splitlines() if len(line) > 3]
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "dirty": any(not path.startswith("results/") for path in changed)}
 
 
 def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = False,
