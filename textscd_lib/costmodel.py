@@ -158,7 +158,9 @@ def step_ops(kind: str = "textscd", size: int = 512, batch: int = 8, dtype: torc
 def step_costs(kind: str = "textscd", size: int = 512, batch: int = 8, profile: str = "h100-sxm",
                dtype: torch.dtype = torch.bfloat16) -> list[dict]:
     """One row per part (and a ``total`` row): forward / backward FLOPs and bytes, op count, and the
-    roofline bound in ms on ``profile`` (see the module docstring: a bound, not a prediction)."""
+    roofline bound in ms on ``profile`` (see the module docstring: a bound, not a prediction). The profiles
+    hold bf16 tensor-core peaks, the GPU fast path's precision; with ``dtype=float32`` bytes double and the FLOP
+    side of the bound is optimistic."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     prof = PROFILES[profile]
@@ -199,6 +201,8 @@ def format_costs(rows: list[dict]) -> str:
         lines.append(f"{r['part']:16s} {r['fwd_gflop']:10.1f} {r['bwd_gflop']:10.1f} {r['fwd_gb']:8.2f} "
                      f"{r['bwd_gb']:8.2f} {r['ops']:6d} {r['bound_ms']:9.2f} {r['share_pct']:5.1f}%")
     lines.append(f"bound: {rows[-1]['bound_pairs_per_s']:.0f} pairs/s at best (ideal kernels at datasheet peak)")
+    if head["precision"] != "bf16":
+        lines.append("note: the profiles hold bf16 tensor-core peaks; for fp32 the FLOP side of the bound is optimistic")
     return "\n".join(lines)
 
 
