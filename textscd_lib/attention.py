@@ -109,13 +109,13 @@ def attention_figure(attention: Mapping[int, torch.Tensor], tokens: Sequence[str
 
 def trained_attention(checkpoint: str | Path, run_path: str | Path, name: str, x1: torch.Tensor,
                       x2: torch.Tensor, device="cpu") -> tuple[dict[int, torch.Tensor], dict]:
-    """TGI attention of a trained TextSCD for pair ``name`` (chapters 04, 05): loads ``checkpoint`` and the
+    """TGI attention of a trained TextSCD for pair ``name`` (chapter 05): loads ``checkpoint`` and the
     text features chapter 05 trained it with (the run's ``cache/text_features/<encoder>__<captions>.pt``, or
     the prebuilt file its config names), looks the pair's caption up there and runs ``x1``, ``x2`` (one
     normalised pair, (1, 3, H, W)). Returns ``({level: (1, heads, h·w, L)}, the checkpoint's metadata)``."""
     from textscd_lib.checkpoints import load_model
     from textscd_lib.runs import resolve
-    from textscd_lib.text_features import TextFeatures
+    from textscd_lib.text_features import TextFeatures, features_path
 
     model = load_model(checkpoint, device)
     if not model.uses_text:
@@ -124,7 +124,7 @@ def trained_attention(checkpoint: str | Path, run_path: str | Path, name: str, x
     if cfg.get("text_features"):
         path = resolve(cfg["text_features"])
     else:
-        path = Path(run_path) / "cache" / "text_features" / f"{model.checkpoint['text_features']}__{cfg['captions']}.pt"
+        path = features_path(run_path, model.checkpoint["text_features"], cfg["captions"])
     F_text, mask = TextFeatures.load(path).lookup([name])
     with torch.no_grad():
         out = model(x1.to(device), x2.to(device), F_text.to(device), mask.to(device), return_attention=True)

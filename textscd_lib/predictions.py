@@ -70,11 +70,10 @@ def text_features_for(run_path, encoder_name: str, source: str, captions: Mappin
     """`TextFeatures` of a caption set (chapters 06, 07): the run's cache
     ``cache/text_features/<encoder>__<source>.pt`` when it holds exactly these captions, else built with
     ``encoder`` (a `TextEncoder`, or a zero-argument function returning one, called only when needed)."""
-    from pathlib import Path
 
-    from textscd_lib.text_features import TextFeatures, build_text_features
+    from textscd_lib.text_features import TextFeatures, build_text_features, features_path
 
-    path = Path(run_path) / "cache" / "text_features" / f"{encoder_name}__{source}.pt"
+    path = features_path(run_path, encoder_name, source)
     if path.is_file():
         try:
             tf = TextFeatures.load(path)

@@ -68,6 +68,12 @@ class TextFeatures:
         return self.features[idx].float(), self.mask[idx]
 
 
+def features_path(run_path: str | Path, encoder_name: str, source: str) -> Path:
+    """Where a run caches the features of one caption source: ``results/<run>/cache/text_features/
+    <encoder>__<source>.pt`` (chapter 03 writes it, chapters 05-07 read it)."""
+    return Path(run_path) / "cache" / "text_features" / f"{encoder_name}__{source}.pt"
+
+
 def captions_hash(encoder_key: str, captions: dict[str, str]) -> str:
     """16 hex digits identifying an encoder and a caption set {pair: caption} (chapter 03): the cache key."""
     blob = json.dumps([encoder_key, sorted(captions.items())], ensure_ascii=False)

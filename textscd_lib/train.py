@@ -107,14 +107,14 @@ def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path, record: bo
         return None, []
     from textscd_lib.captions import ensure_captions, load_captions
     from textscd_lib.text_encoder import load_text_encoder
-    from textscd_lib.text_features import TextFeatures, build_text_features
+    from textscd_lib.text_features import TextFeatures, build_text_features, features_path
 
     if cfg.text_features:
         return TextFeatures.load(resolve(cfg.text_features)), []
 
     store = ensure_captions(data_root, cfg.captions, run_path, record=record)
     encoder = load_text_encoder(cfg.text_encoder, device="cpu")
-    path = run_path / "cache" / "text_features" / f"{encoder.name}__{cfg.captions}.pt"
+    path = features_path(run_path, encoder.name, cfg.captions)
     feats = build_text_features(encoder, load_captions(store), path)
     return feats, [encoder.substitute] if encoder.substitute else []
 
