@@ -104,11 +104,31 @@ def _graphed(step: Callable[[], None], zero_grad: Callable[[], None] | None = No
     return graph.replay
 
 
-def model_cases(cfg: BenchConfig) -> list[dict]:
-    """Train-step and inference throughput of each model on random inputs of the configured shape."""
-    from textscd_lib.losses import total_loss
-    from textscd_lib.model import build_model, count_parameters
+@dataclass
+class StepInputs:
+    """One batch of random inputs in the bench's shape and format, on its device (shared with ``--parts``)."""
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+    x1: torch.Tensor
+    x2: torch.Tensor
+    f_text: torch.Tensor
+    mask: torch.Tensor
+    batch: dict
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self, cache_enabled: bool = True):
+        """bf16 autocast on the bench's device, or nothing for fp32."""
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
+
+
+def step_inputs(cfg: BenchConfig) -> StepInputs:
+    """Random images, cached text features (30 of 50 tokens real) and labels for ``cfg`` (seeded)."""
     device = pick_device(cfg.device)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
@@ -120,12 +140,23 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
     f_text = torch.randn(b, 50, cfg.text_dim, generator=g).to(device)
     mask = torch.ones(b, 50, dtype=torch.bool)
     mask[:, 30:] = False
-    mask = mask.to(device)
     label1 = torch.randint(0, 7, (b, s, s), generator=g)
     label2 = torch.where(label1 > 0, torch.randint(1, 7, (b, s, s), generator=g), 0)
     batch = {"label1": label1.to(device), "label2": label2.to(device), "change": (label1 > 0).float().to(device)}
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graphs)
-                ) if bf16 else nullcontext
+    return StepInputs(device, bf16, cl, x1, x2, f_text, mask.to(device), batch)
+
+
+def model_cases(cfg: BenchConfig) -> list[dict]:
+    """Train-step and inference throughput of each model on random inputs of the configured shape."""
+    from textscd_lib.losses import total_loss
+    from textscd_lib.model import build_model, count_parameters
+
+    inp = step_inputs(cfg)
+    device, bf16, cl, fmt = inp.device, inp.bf16, inp.channels_last, inp.memory_format
+    x1, x2, f_text, mask, batch, b, s = inp.x1, inp.x2, inp.f_text, inp.mask, inp.batch, cfg.batch, cfg.size
+
+    def autocast():
+        return inp.autocast(cache_enabled=not cfg.cuda_graphs)
 
     rows = []
     for kind in cfg.models:
@@ -220,13 +251,27 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> list[dict]:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rows = [{"time": stamp, **r} for r in rows]
     if write:
-        out = resolve(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        dev = rows[0]["device"] if rows else "cpu"
-        with open(out / f"{_slug(dev)}.jsonl", "a", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+        _append(rows, resolve(cfg.out_dir) / f"{_slug(rows[0]['device'] if rows else 'cpu')}.jsonl")
     return rows
+
+
+def run_parts(cfg: BenchConfig, steps: int = 3, write: bool = True) -> list[dict]:
+    """``textscd bench --parts``: :func:`textscd_lib.step_profile.profile_parts` (measured time per model
+    part), appended to ``results/benchmarks/<device>.jsonl`` as ``part_time`` rows."""
+    from textscd_lib.step_profile import profile_parts
+
+    check_config(cfg)
+    rows = profile_parts(cfg, steps=steps)
+    if write and rows:
+        _append(rows, resolve(cfg.out_dir) / f"{_slug(rows[0]['device'])}.jsonl")
+    return rows
+
+
+def _append(rows: list[dict], path: Path) -> None:
+    """Append JSON lines (a benchmark log only grows; each line is written whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 def run_cost(cfg: BenchConfig, profile: str = "h100-sxm", write: bool = True) -> list[dict]:
@@ -241,10 +286,7 @@ def run_cost(cfg: BenchConfig, profile: str = "h100-sxm", write: bool = True) ->
     rows = [{"time": stamp, **r} for kind in cfg.models
             for r in step_costs(kind, cfg.size, cfg.batch, profile=profile, dtype=dtype)]
     if write:
-        out = resolve(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "cost-model.jsonl", "a", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        _append(rows, resolve(cfg.out_dir) / "cost-model.jsonl")
     return rows
 
 

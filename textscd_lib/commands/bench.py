@@ -24,6 +24,9 @@ def register(sub) -> None:
                    help="also time each step replayed as one captured CUDA graph (CUDA only)")
     p.add_argument("--cost", action="store_true",
                    help="no timing: FLOPs and bytes per model part and the roofline bound (meta device, any machine)")
+    p.add_argument("--parts", action="store_true",
+                   help="measured time per model part (torch.profiler: GPU kernel time on CUDA, CPU time on CPU), "
+                        "with the roofline bound where the GPU has a profile")
     p.add_argument("--profile", default="h100-sxm", help="datasheet peaks for --cost: h100-sxm, h200, a100, rtx3090")
     p.set_defaults(func=cmd_bench)
 
@@ -45,6 +48,16 @@ def cmd_bench(args) -> int:
         rows = run_cost(cfg, profile=args.profile, write=not args.no_write)
         for kind in models:
             print(format_costs([r for r in rows if r["model"] == kind]) + "\n", file=sys.stderr)
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        return 0
+    if args.parts:
+        from textscd_lib.bench import run_parts
+        from textscd_lib.step_profile import format_parts
+
+        rows = run_parts(cfg, write=not args.no_write)
+        for kind in models:
+            print(format_parts([r for r in rows if r["model"] == kind]) + "\n", file=sys.stderr)
         for row in rows:
             print(json.dumps(row), flush=True)
         return 0

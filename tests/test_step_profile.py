@@ -1,0 +1,113 @@
+"""`textscd bench --parts`: measured time per model part, charged to the right part in both passes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from textscd_lib import tgi
+from textscd_lib.bench import BenchConfig
+from textscd_lib.runs import repo_root
+from textscd_lib.step_profile import _profile_name, _rows, format_parts, profile_parts
+
+SLEEP_S = 0.2
+
+
+class _SlowBackward(torch.autograd.Function):
+    """Identity whose backward sleeps: a known cost that must land in the backward of the part using it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        time.sleep(SLEEP_S)
+        return grad
+
+
+@pytest.fixture(scope="module")
+def slow_tgi_rows():
+    """TextSCD profiled on CPU with TGI made slow by a known amount in forward and in backward."""
+    original = tgi.TGI.forward
+
+    def slow_forward(self, *args, **kwargs):
+        time.sleep(SLEEP_S)
+        return _SlowBackward.apply(original(self, *args, **kwargs))
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tgi.TGI, "forward", slow_forward)
+    try:
+        cfg = BenchConfig(device="cpu", size=64, batch=2, warmup=1, repeats=1)
+        yield profile_parts(cfg, steps=1)
+    finally:
+        mp.undo()
+
+
+def _by_part(rows, model):
+    return {r["part"]: r for r in rows if r["model"] == model}
+
+
+def test_a_known_cost_is_charged_to_its_part_in_forward_and_in_backward(slow_tgi_rows):
+    parts = _by_part(slow_tgi_rows, "textscd")
+    levels = 3  # TGI runs at levels 1, 2, 3: three sleeps each way per step
+    assert parts["tgi"]["fwd_ms"] >= levels * SLEEP_S * 1e3
+    assert parts["tgi"]["bwd_ms"] >= levels * SLEEP_S * 1e3
+    base = _by_part(slow_tgi_rows, "baseline")
+    for name, r in parts.items():  # the sleeps went to no other part (the glue range holds TGI's ranges)
+        if name not in ("tgi", "total"):
+            assert abs(r["fwd_ms"] - base[name]["fwd_ms"]) < SLEEP_S * 1e3, name
+            assert abs(r["bwd_ms"] - base[name]["bwd_ms"]) < SLEEP_S * 1e3, name
+
+
+def test_every_backward_function_is_matched_to_a_part_and_the_parts_add_up(slow_tgi_rows):
+    for model in ("baseline", "textscd"):
+        parts = _by_part(slow_tgi_rows, model)
+        assert "other" not in parts  # no backward function left unattributed
+        assert ("tgi" in parts) == (model == "textscd")
+        assert {"encoder", "fuse", "sem_decoder", "change_decoder", "heads", "loss", "optimizer"} <= set(parts)
+        assert all(parts[p]["bwd_ms"] > 0 for p in ("encoder", "fuse", "sem_decoder", "heads"))
+        assert parts["optimizer"]["update_ms"] > 0
+        total = parts.pop("total")
+        assert total["ms"] == pytest.approx(sum(r["ms"] for r in parts.values()), abs=0.01)
+        assert sum(r["share_pct"] for r in parts.values()) == pytest.approx(100, abs=0.5)
+        assert total["wall_ms"] > 0 and total["busy_pct"] > 0
+
+
+def test_format_parts_prints_one_line_per_part_and_the_wall_time(slow_tgi_rows):
+    rows = [r for r in slow_tgi_rows if r["model"] == "textscd"]
+    text = format_parts(rows)
+    for r in rows[:-1]:
+        assert f"\n{r['part']:16s}" in text
+    assert "wall time of the step" in text and "CPU time on the calling thread" in text
+
+
+def test_rows_join_the_roofline_bound_where_the_gpu_has_a_datasheet_profile():
+    per_step = {("encoder", "fwd"): 4.0, ("encoder", "bwd"): 6.0, ("optimizer", "update"): 2.0}
+    rows = _rows("textscd", per_step, wall_ms=24.0, bounds={"encoder": 5.0, "total": 6.0}, profile_key="h100-sxm")
+    enc, opt, total = rows
+    assert enc["ms"] == 10.0 and enc["of_bound_pct"] == 50.0 and enc["share_pct"] == pytest.approx(83.3, abs=0.1)
+    assert "bound_ms" not in opt and opt["update_ms"] == 2.0
+    assert total["busy_pct"] == 50.0 and total["of_bound_pct"] == 25.0 and total["profile"] == "h100-sxm"
+
+
+@pytest.mark.parametrize("name, key", [("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", None),
+                                       ("NVIDIA H200", "h200"), ("NVIDIA A100-SXM4-80GB", "a100"),
+                                       ("NVIDIA GeForce RTX 3090", "rtx3090"), ("Tesla T4", None)])
+def test_gpu_names_map_to_the_cost_models_datasheet_profiles(name, key):
+    assert _profile_name(name) == key
+
+
+def test_bench_parts_cli_prints_json_rows_and_the_table(tmp_path):
+    cmd = [sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--size", "64", "--batch", "2",
+           "--warmup", "1", "--repeats", "1", "--models", "baseline", "--parts", "--no-write"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root())
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert {r["case"] for r in rows} == {"part_time"} and rows[-1]["part"] == "total"
+    assert "sum of parts" in out.stderr and "gpuGetDeviceCount" not in out.stderr

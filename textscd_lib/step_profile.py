@@ -1,0 +1,223 @@
+"""Measured time per part of one training step (chapter 05, README "Performance"; ``textscd bench --parts``).
+
+The cost model (:mod:`textscd_lib.costmodel`) says how fast each part of TextSCD *could* run; this module
+says how long it *does* take on this machine. One training step (forward, the loss of eq. (9)-(12),
+backward, SGD) runs under ``torch.profiler``; forward hooks open a named range around every top-level part
+of the model (``encoder``, ``fuse``, ``tgi``, ``sem_in``, ``sem_decoder``, ``change_decoder``, ``heads``;
+what the model's own ``forward`` does between them is ``glue``), the loss and the optimizer get their own
+range. Each backward function is charged to the part whose forward operation made it (the profiler's
+autograd sequence numbers link the two). The autograd engine's gradient accumulation and the SGD step are
+``optimizer``.
+
+The clock is the device's: on CUDA the summed kernel time of each part, on CPU the operations' time on the
+calling thread. ``total`` adds the parts and compares them with the step's wall time measured without the
+profiler: on a GPU, ``busy_pct`` well under 100 % means the GPU waits for the host (launch and Python
+overhead), which CUDA graphs or ``torch.compile`` remove and faster kernels do not. Where the device is one
+of the cost model's datasheet profiles, each part also gets its roofline bound and ``of_bound_pct``, the
+bound as a share of the measured time (100 % = an ideal kernel).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from textscd_lib.costmodel import _TOP, PARTS
+
+RANGE = "part:"
+STEP_PARTS = (*PARTS, "optimizer")
+_ACCUMULATE = "AccumulateGrad"
+
+
+@contextmanager
+def part_ranges(model: nn.Module):
+    """Open a profiler range ``part:<name>`` around each top-level part of ``model`` while inside."""
+    stack: list[record_function] = []
+    handles = []
+
+    def enter(part: str):
+        def hook(_module, _args):
+            rf = record_function(RANGE + part)
+            rf.__enter__()
+            stack.append(rf)
+        return hook
+
+    def leave(_module, _args, _out):
+        if stack:
+            stack.pop().__exit__(None, None, None)
+
+    for name, top in model.named_children():
+        units = list(top.children()) if isinstance(top, (nn.ModuleList, nn.ModuleDict)) else [top]
+        for unit in units:  # containers are never called themselves; their members are
+            handles += [unit.register_forward_pre_hook(enter(_TOP.get(name, name))), unit.register_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        while stack:
+            stack.pop().__exit__(None, None, None)
+
+
+def _range_part(event) -> str | None:
+    while event is not None:
+        if event.name.startswith(RANGE):
+            return event.name[len(RANGE):]
+        event = event.cpu_parent
+    return None
+
+
+def _phase(part: str) -> str:
+    return "update" if part == "optimizer" else "fwd"
+
+
+def attribute(events, cuda: bool) -> dict[tuple[str, str], float]:
+    """Microseconds per ``(part, phase)`` from profiler ``events``: phase "fwd", "bwd", or "update" (the SGD
+    step and zero_grad); kernel time on CUDA (``cuda=True``), operation time on the host thread otherwise.
+    Unmatched backward functions go to ``other`` (none are expected)."""
+    def clock(e) -> float:
+        return e.device_time_total if cuda else e.cpu_time_total
+
+    host = [e for e in events if e.device_type == DeviceType.CPU]
+    acc: dict[tuple[str, str], float] = defaultdict(float)
+    made_by: dict[int, str] = {}
+    for e in host:
+        if e.name.startswith(RANGE):  # a range's own time: its total less the part ranges nested in it
+            part = e.name[len(RANGE):]
+            acc[(part, _phase(part))] += clock(e)
+            outer = _range_part(e.cpu_parent)
+            if outer is not None:
+                acc[(outer, _phase(outer))] -= clock(e)
+        elif (e.sequence_nr is not None and e.sequence_nr >= 0 and not e.name.startswith("autograd::")
+              and e.sequence_nr not in made_by):
+            part = _range_part(e)
+            if part is not None:
+                made_by[e.sequence_nr] = part
+    for e in host:
+        if e.name.startswith("autograd::engine::evaluate_function"):
+            part = "optimizer" if e.name.endswith(_ACCUMULATE) else made_by.get(e.sequence_nr, "other")
+            acc[(part, "bwd")] += clock(e)
+    return dict(acc)
+
+
+def _profile_name(device_name: str) -> str | None:
+    """The cost model's datasheet profile for a CUDA device name, if it has one."""
+    n = device_name.upper()
+    if "H100" in n and ("SXM" in n or "HBM3" in n):
+        return "h100-sxm"
+    for key, prof in (("H200", "h200"), ("A100", "a100"), ("3090", "rtx3090")):
+        if key in n:
+            return prof
+    return None
+
+
+def profile_parts(cfg, steps: int = 3) -> list[dict]:
+    """``textscd bench --parts``: per model in ``cfg.models`` one row per part (forward, backward and total
+    ms per step, share) and a ``total`` row (sum of parts, unprofiled wall time, ``busy_pct``). ``cfg`` is a
+    :class:`textscd_lib.bench.BenchConfig`; ``steps`` profiled steps are averaged after ``cfg.warmup``."""
+    from textscd_lib.bench import _timed, device_name, step_inputs
+    from textscd_lib.losses import total_loss
+    from textscd_lib.model import build_model
+
+    if steps < 1:
+        raise ValueError(f"steps={steps}: profile at least one step")
+    inp = step_inputs(cfg)
+    cuda = inp.device.type == "cuda"
+    dev_name = device_name(inp.device)
+    profile_key = _profile_name(dev_name) if cuda else None
+    rows = []
+    for kind in cfg.models:
+        model = build_model(kind, text_dim=cfg.text_dim, weights=None).to(inp.device, memory_format=inp.memory_format)
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+
+        def step(model=model, opt=opt):
+            with inp.autocast():
+                with record_function(RANGE + "glue"):
+                    out = model(inp.x1, inp.x2, inp.f_text, inp.mask)
+                with record_function(RANGE + "loss"):
+                    loss, _ = total_loss(out, inp.batch, as_float=False)
+            loss.backward()
+            with record_function(RANGE + "optimizer"):
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+        wall = statistics.median(_timed(step, inp.device, cfg.warmup, cfg.repeats))
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        # Kineto's own log: on CPU it only says "gpuGetDeviceCount failed" and "profiler_start"; on CUDA keep
+        # its errors (a missing CUPTI shows there). KINETO_LOG_LEVEL set by the user wins.
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5" if cuda else "6")
+        with part_ranges(model), profile(activities=activities) as prof:
+            for _ in range(steps):
+                step()
+            if cuda:
+                torch.cuda.synchronize(inp.device)
+        per_step = {k: v / steps / 1e3 for k, v in attribute(prof.events(), cuda).items()}  # µs -> ms
+        if cuda and sum(per_step.values()) <= 0:
+            raise RuntimeError("torch.profiler recorded no GPU kernel time (is CUPTI available to this process?); "
+                               "--parts needs it on CUDA")
+        bounds = {}
+        if profile_key:
+            from textscd_lib.costmodel import step_costs
+
+            dtype = torch.bfloat16 if inp.bf16 else torch.float32
+            bounds = {r["part"]: r["bound_ms"] for r in step_costs(kind, cfg.size, cfg.batch, profile_key, dtype)}
+        rows += _rows(kind, per_step, wall * 1e3, bounds, profile_key)
+        del model, opt
+    common = {"case": "part_time", "device": dev_name, "size": cfg.size, "batch": cfg.batch,
+              "precision": "bf16" if inp.bf16 else "fp32", "channels_last": inp.channels_last,
+              "clock": "GPU kernel time" if cuda else "CPU time on the calling thread", "profiled_steps": steps,
+              "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return [{**common, **r} for r in rows]
+
+
+def _rows(kind: str, per_step: dict[tuple[str, str], float], wall_ms: float, bounds: dict[str, float],
+          profile_key: str | None) -> list[dict]:
+    present = {p for p, _ in per_step}
+    parts = [p for p in STEP_PARTS if p in present] + sorted(present - set(STEP_PARTS))
+    total = sum(per_step.values())
+    rows = []
+    for p in parts:
+        fwd, bwd, upd = (per_step.get((p, ph), 0.0) for ph in ("fwd", "bwd", "update"))
+        ms = fwd + bwd + upd
+        row = {"model": kind, "part": p, "fwd_ms": round(fwd, 3), "bwd_ms": round(bwd, 3), "update_ms": round(upd, 3),
+               "ms": round(ms, 3), "share_pct": round(100 * ms / total, 1) if total else 0.0}
+        if p in bounds:
+            row.update(bound_ms=bounds[p], of_bound_pct=round(100 * bounds[p] / ms, 1) if ms else None)
+        rows.append(row)
+    last = {"model": kind, "part": "total", "ms": round(total, 3), "wall_ms": round(wall_ms, 3),
+            "busy_pct": round(100 * total / wall_ms, 1)}
+    if "total" in bounds:
+        last.update(bound_ms=bounds["total"], profile=profile_key,
+                    of_bound_pct=round(100 * bounds["total"] / wall_ms, 1))
+    return rows + [last]
+
+
+def format_parts(rows: list[dict]) -> str:
+    """A plain-text table of one model's :func:`profile_parts` rows (what ``textscd bench --parts`` prints)."""
+    head, last = rows[0], rows[-1]
+    bound = "bound_ms" in last
+    lines = [f"{head['model']}: one training step, {head['batch']} pairs of {head['size']}², {head['precision']} on "
+             f"{head['device']} · clock: {head['clock']}",
+             f"{'part':16s} {'fwd ms':>9s} {'bwd ms':>9s} {'update ms':>9s} {'ms':>9s} {'share':>6s}"
+             + (f" {'bound ms':>9s} {'of bound':>8s}" if bound else "")]
+    for r in rows[:-1]:
+        line = (f"{r['part']:16s} {r['fwd_ms']:9.2f} {r['bwd_ms']:9.2f} {r['update_ms']:9.2f} {r['ms']:9.2f} "
+                f"{r['share_pct']:5.1f}%")
+        if bound and "bound_ms" in r:
+            line += f" {r['bound_ms']:9.2f} {r['of_bound_pct'] or 0:7.1f}%"
+        lines.append(line)
+    lines.append(f"{'sum of parts':16s} {'':29s} {last['ms']:9.2f}   wall time of the step "
+                 f"(unprofiled): {last['wall_ms']:.2f} ms · busy {last['busy_pct']:.0f}%")
+    if bound:
+        lines.append(f"roofline bound ({last['profile']}): {last['bound_ms']:.2f} ms = {last['of_bound_pct']:.0f}% "
+                     f"of the wall time")
+    return "\n".join(lines)
