@@ -77,6 +77,9 @@ def test_every_backward_function_is_matched_to_a_part_and_the_parts_add_up(slow_
         assert total["ms"] == pytest.approx(sum(r["ms"] for r in parts.values()), abs=0.01)
         assert sum(r["share_pct"] for r in parts.values()) == pytest.approx(100, abs=0.5)
         assert total["wall_ms"] > 0 and total["busy_pct"] > 0
+        assert "bound_ms" not in total  # a CPU has no datasheet profile
+        # the cost model's FLOPs ride along: the encoder does most of the arithmetic
+        assert parts["encoder"]["gflop"] == max(r.get("gflop", 0) for r in parts.values())
 
 
 def test_format_parts_prints_one_line_per_part_and_the_wall_time(slow_tgi_rows):
@@ -87,13 +90,21 @@ def test_format_parts_prints_one_line_per_part_and_the_wall_time(slow_tgi_rows):
     assert "wall time of the step" in text and "CPU time on the calling thread" in text
 
 
-def test_rows_join_the_roofline_bound_where_the_gpu_has_a_datasheet_profile():
+def _cost(gflop, gb, bound_ms):
+    return {"fwd_gflop": gflop / 2, "bwd_gflop": gflop / 2, "fwd_gb": gb / 2, "bwd_gb": gb / 2, "bound_ms": bound_ms}
+
+
+def test_rows_add_the_cost_models_rates_and_the_bound_only_where_the_gpu_has_a_datasheet_profile():
     per_step = {("encoder", "fwd"): 4.0, ("encoder", "bwd"): 6.0, ("optimizer", "update"): 2.0}
-    rows = _rows("textscd", per_step, wall_ms=24.0, bounds={"encoder": 5.0, "total": 6.0}, profile_key="h100-sxm")
-    enc, opt, total = rows
-    assert enc["ms"] == 10.0 and enc["of_bound_pct"] == 50.0 and enc["share_pct"] == pytest.approx(83.3, abs=0.1)
-    assert "bound_ms" not in opt and opt["update_ms"] == 2.0
+    costs = {"encoder": _cost(100.0, 3.0, 5.0), "total": _cost(120.0, 6.0, 6.0)}
+    enc, opt, total = _rows("textscd", per_step, wall_ms=24.0, costs=costs, profile_key="h100-sxm")
+    assert enc["ms"] == 10.0 and enc["share_pct"] == pytest.approx(83.3, abs=0.1)
+    assert enc["gflop_per_s"] == 10000.0 and enc["gb_per_s"] == 300.0 and enc["of_bound_pct"] == 50.0
+    assert "bound_ms" not in opt and "gflop" not in opt and opt["update_ms"] == 2.0  # not in the cost model
     assert total["busy_pct"] == 50.0 and total["of_bound_pct"] == 25.0 and total["profile"] == "h100-sxm"
+    assert total["gflop_per_s"] == 5000.0  # the step's FLOPs over its wall time
+    enc_cpu = _rows("textscd", per_step, wall_ms=24.0, costs=costs, profile_key=None)[0]
+    assert "bound_ms" not in enc_cpu and enc_cpu["gflop_per_s"] == 10000.0
 
 
 @pytest.mark.parametrize("name, key", [("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", None),

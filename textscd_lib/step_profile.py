@@ -12,9 +12,10 @@ autograd sequence numbers link the two). The autograd engine's gradient accumula
 The clock is the device's: on CUDA the summed kernel time of each part, on CPU the operations' time on the
 calling thread. ``total`` adds the parts and compares them with the step's wall time measured without the
 profiler: on a GPU, ``busy_pct`` well under 100 % means the GPU waits for the host (launch and Python
-overhead), which CUDA graphs or ``torch.compile`` remove and faster kernels do not. Where the device is one
-of the cost model's datasheet profiles, each part also gets its roofline bound and ``of_bound_pct``, the
-bound as a share of the measured time (100 % = an ideal kernel).
+overhead), which CUDA graphs or ``torch.compile`` remove and faster kernels do not. Each part also gets
+the cost model's FLOPs and bytes and the rates they imply (``gflop_per_s``, ``gb_per_s``: how well its
+kernels use the machine); where the device is one of the cost model's datasheet profiles, also its roofline
+bound and ``of_bound_pct``, the bound as a share of the measured time (100 % = an ideal kernel).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
     ms per step, share) and a ``total`` row (sum of parts, unprofiled wall time, ``busy_pct``). ``cfg`` is a
     :class:`textscd_lib.bench.BenchConfig`; ``steps`` profiled steps are averaged after ``cfg.warmup``."""
     from textscd_lib.bench import _timed, device_name, step_inputs
+    from textscd_lib.costmodel import step_costs
     from textscd_lib.losses import total_loss
     from textscd_lib.model import build_model
 
@@ -164,13 +166,9 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
         if cuda and sum(per_step.values()) <= 0:
             raise RuntimeError("torch.profiler recorded no GPU kernel time (is CUPTI available to this process?); "
                                "--parts needs it on CUDA")
-        bounds = {}
-        if profile_key:
-            from textscd_lib.costmodel import step_costs
-
-            dtype = torch.bfloat16 if inp.bf16 else torch.float32
-            bounds = {r["part"]: r["bound_ms"] for r in step_costs(kind, cfg.size, cfg.batch, profile_key, dtype)}
-        rows += _rows(kind, per_step, wall * 1e3, bounds, profile_key)
+        dtype = torch.bfloat16 if inp.bf16 else torch.float32
+        costs = {r["part"]: r for r in step_costs(kind, cfg.size, cfg.batch, profile_key or "h100-sxm", dtype)}
+        rows += _rows(kind, per_step, wall * 1e3, costs, profile_key)
         del model, opt
     common = {"case": "part_time", "device": dev_name, "size": cfg.size, "batch": cfg.batch,
               "precision": "bf16" if inp.bf16 else "fp32", "channels_last": inp.channels_last,
@@ -179,25 +177,37 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
     return [{**common, **r} for r in rows]
 
 
-def _rows(kind: str, per_step: dict[tuple[str, str], float], wall_ms: float, bounds: dict[str, float],
+def _rows(kind: str, per_step: dict[tuple[str, str], float], wall_ms: float, costs: dict[str, dict],
           profile_key: str | None) -> list[dict]:
+    """Rows of one model: measured ms per phase, share, the cost model's GFLOP and GB with the achieved rates,
+    and (only with ``profile_key``, a datasheet that matches the device) the roofline bound."""
     present = {p for p, _ in per_step}
     parts = [p for p in STEP_PARTS if p in present] + sorted(present - set(STEP_PARTS))
     total = sum(per_step.values())
+
+    def counted(p: str, ms: float) -> dict:
+        if p not in costs:  # the optimizer: the cost model counts forward, loss and backward only
+            return {}
+        c = costs[p]
+        gflop, gb = c["fwd_gflop"] + c["bwd_gflop"], c["fwd_gb"] + c["bwd_gb"]
+        out = {"gflop": round(gflop, 3), "gb": round(gb, 3),
+               "gflop_per_s": round(gflop / ms * 1e3, 1) if ms else None,
+               "gb_per_s": round(gb / ms * 1e3, 1) if ms else None}
+        if profile_key:
+            out.update(bound_ms=c["bound_ms"], of_bound_pct=round(100 * c["bound_ms"] / ms, 1) if ms else None)
+        return out
+
     rows = []
     for p in parts:
         fwd, bwd, upd = (per_step.get((p, ph), 0.0) for ph in ("fwd", "bwd", "update"))
         ms = fwd + bwd + upd
-        row = {"model": kind, "part": p, "fwd_ms": round(fwd, 3), "bwd_ms": round(bwd, 3), "update_ms": round(upd, 3),
-               "ms": round(ms, 3), "share_pct": round(100 * ms / total, 1) if total else 0.0}
-        if p in bounds:
-            row.update(bound_ms=bounds[p], of_bound_pct=round(100 * bounds[p] / ms, 1) if ms else None)
-        rows.append(row)
+        rows.append({"model": kind, "part": p, "fwd_ms": round(fwd, 3), "bwd_ms": round(bwd, 3),
+                     "update_ms": round(upd, 3), "ms": round(ms, 3),
+                     "share_pct": round(100 * ms / total, 1) if total else 0.0, **counted(p, ms)})
     last = {"model": kind, "part": "total", "ms": round(total, 3), "wall_ms": round(wall_ms, 3),
-            "busy_pct": round(100 * total / wall_ms, 1)}
-    if "total" in bounds:
-        last.update(bound_ms=bounds["total"], profile=profile_key,
-                    of_bound_pct=round(100 * bounds["total"] / wall_ms, 1))
+            "busy_pct": round(100 * total / wall_ms, 1), **counted("total", wall_ms)}
+    if profile_key:
+        last["profile"] = profile_key
     return rows + [last]
 
 
@@ -207,16 +217,20 @@ def format_parts(rows: list[dict]) -> str:
     bound = "bound_ms" in last
     lines = [f"{head['model']}: one training step, {head['batch']} pairs of {head['size']}², {head['precision']} on "
              f"{head['device']} · clock: {head['clock']}",
-             f"{'part':16s} {'fwd ms':>9s} {'bwd ms':>9s} {'update ms':>9s} {'ms':>9s} {'share':>6s}"
-             + (f" {'bound ms':>9s} {'of bound':>8s}" if bound else "")]
+             f"{'part':15s} {'fwd ms':>8s} {'bwd ms':>8s} {'upd ms':>7s} {'ms':>8s} {'share':>6s} {'GFLOP/s':>8s} "
+             f"{'GB/s':>7s}" + (f" {'bound ms':>8s} {'of bound':>8s}" if bound else "")]
+
+    def rate(r, key, width):
+        return f"{r[key]:{width}.1f}" if r.get(key) is not None else f"{'–':>{width}s}"
+
     for r in rows[:-1]:
-        line = (f"{r['part']:16s} {r['fwd_ms']:9.2f} {r['bwd_ms']:9.2f} {r['update_ms']:9.2f} {r['ms']:9.2f} "
-                f"{r['share_pct']:5.1f}%")
+        line = (f"{r['part']:15s} {r['fwd_ms']:8.2f} {r['bwd_ms']:8.2f} {r['update_ms']:7.2f} {r['ms']:8.2f} "
+                f"{r['share_pct']:5.1f}% {rate(r, 'gflop_per_s', 8)} {rate(r, 'gb_per_s', 7)}")
         if bound and "bound_ms" in r:
-            line += f" {r['bound_ms']:9.2f} {r['of_bound_pct'] or 0:7.1f}%"
+            line += f" {r['bound_ms']:8.2f} {r['of_bound_pct'] or 0:7.1f}%"
         lines.append(line)
-    lines.append(f"{'sum of parts':16s} {'':29s} {last['ms']:9.2f}   wall time of the step "
-                 f"(unprofiled): {last['wall_ms']:.2f} ms · busy {last['busy_pct']:.0f}%")
+    lines.append(f"{'sum of parts':15s} {'':25s} {last['ms']:8.2f}   wall time of the step (unprofiled): "
+                 f"{last['wall_ms']:.2f} ms · busy {last['busy_pct']:.0f}% · {rate(last, 'gflop_per_s', 1)} GFLOP/s")
     if bound:
         lines.append(f"roofline bound ({last['profile']}): {last['bound_ms']:.2f} ms = {last['of_bound_pct']:.0f}% "
                      f"of the wall time")
