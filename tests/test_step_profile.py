@@ -13,7 +13,7 @@ import torch
 from textscd_lib import tgi
 from textscd_lib.bench import BenchConfig
 from textscd_lib.runs import repo_root
-from textscd_lib.step_profile import _profile_name, _rows, format_parts, profile_parts
+from textscd_lib.step_profile import _profile_name, _rows, format_parts, parts_figure, profile_parts
 
 SLEEP_S = 0.2
 
@@ -122,3 +122,13 @@ def test_bench_parts_cli_prints_json_rows_and_the_table(tmp_path):
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert {r["case"] for r in rows} == {"part_time"} and rows[-1]["part"] == "total"
     assert "sum of parts" in out.stderr and "gpuGetDeviceCount" not in out.stderr
+
+
+def test_parts_figure_draws_each_part_once_in_the_cost_models_order(slow_tgi_rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = parts_figure(slow_tgi_rows)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[:3] == ["encoder", "fuse", "tgi"] and labels[-1] == "optimizer" and len(set(labels)) == len(labels)
+    assert any("GFLOP/s" in t.get_text() for t in fig.axes[0].texts)

