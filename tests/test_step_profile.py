@@ -132,3 +132,39 @@ def test_parts_figure_draws_each_part_once_in_the_cost_models_order(slow_tgi_row
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[:3] == ["encoder", "fuse", "tgi"] and labels[-1] == "optimizer" and len(set(labels)) == len(labels)
     assert any("GFLOP/s" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_on_cuda_the_clock_is_kernel_time_and_nested_ranges_are_not_counted_twice():
+    """The CUDA path on fake profiler events: device (kernel) time, not host time, and a part range nested in
+    the glue range is taken out of the glue."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from textscd_lib.step_profile import attribute
+
+    def ev(name, host_us, kernel_us, parent=None, seq=-1, device=DeviceType.CPU):
+        return SimpleNamespace(name=name, cpu_time_total=host_us, device_time_total=kernel_us, cpu_parent=parent,
+                               sequence_nr=seq, device_type=device)
+
+    glue = ev("part:glue", 1000, 90)
+    enc = ev("part:encoder", 700, 60, parent=glue)
+    conv = ev("aten::convolution", 600, 60, parent=enc, seq=7)
+    cat = ev("aten::cat", 50, 5, parent=glue, seq=8)
+    back_conv = ev("autograd::engine::evaluate_function: ConvolutionBackward0", 400, 120, seq=7)
+    back_cat = ev("autograd::engine::evaluate_function: CatBackward0", 30, 4, seq=8)
+    accumulate = ev("autograd::engine::evaluate_function: torch::autograd::AccumulateGrad", 20, 2)
+    opt = ev("part:optimizer", 300, 25)
+    kernel = ev("void cudnn::conv_kernel", 0, 60, device=DeviceType.CUDA)  # device-side events are skipped
+    got = attribute([glue, enc, conv, cat, back_conv, back_cat, accumulate, opt, kernel], cuda=True)
+    assert got == {("glue", "fwd"): 30, ("encoder", "fwd"): 60, ("encoder", "bwd"): 120, ("glue", "bwd"): 4,
+                   ("optimizer", "bwd"): 2, ("optimizer", "update"): 25}
+    assert attribute([glue, enc, conv], cuda=False) == {("glue", "fwd"): 300, ("encoder", "fwd"): 700}
+
+
+@pytest.mark.parametrize("flag", ["--compile", "--cuda-graphs"])
+def test_bench_parts_refuses_compiled_or_graphed_steps_with_a_clear_message(flag):
+    cmd = [sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--size", "64", "--parts", flag,
+           "--no-write"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=repo_root())
+    assert out.returncode == 2 and "--parts profiles the eager step" in out.stderr

@@ -260,6 +260,9 @@ def run_parts(cfg: BenchConfig, steps: int = 3, write: bool = True) -> list[dict
     part), appended to ``results/benchmarks/<device>.jsonl`` as ``part_time`` rows."""
     from textscd_lib.step_profile import profile_parts
 
+    if cfg.compile or cfg.cuda_graphs:
+        raise ValueError("--parts profiles the eager step part by part; torch.compile and CUDA graphs fuse or replay "
+                         "the parts as one, so drop --compile / --cuda-graphs (time those with plain `textscd bench`)")
     check_config(cfg)
     rows = profile_parts(cfg, steps=steps)
     if write and rows:
