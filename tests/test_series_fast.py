@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 
 import nbformat
+import pytest
 
 from textscd_lib import runner
 from textscd_lib.runs import repo_root
 
 
-def test_fast_series_runs_end_to_end_and_records_the_run(tmp_path):
+@pytest.fixture(scope="module")
+def fast_series():
+    """The whole series once in FAST mode, into results/fast-e2e/ (shared by this module's tests)."""
+    return runner.run_series({}, run_name="fast-e2e", fast=True)
+
+
+def test_fast_series_runs_end_to_end_and_records_the_run(fast_series):
     root = repo_root()
     books = runner.list_notebooks()
-    rep = runner.run_series({}, run_name="fast-e2e", fast=True)
-    assert rep.status == "ok"
+    assert fast_series.status == "ok"
     meta = json.loads((root / "results/fast-e2e/run.json").read_text())
     assert [n["notebook"] for n in meta["notebooks"]] == [b.name for b in books]
     assert all(n["status"] == "ok" and n["parameters"]["FAST"] is True for n in meta["notebooks"])
@@ -50,3 +57,29 @@ def _substitute_lines_shown(nb) -> list[str]:
             text = "".join(text) if isinstance(text, list) else text
             lines += [ln for ln in text.splitlines() if "OFFLINE SUBSTITUTE [" in ln]
     return lines
+
+
+def test_chapter_07_retrains_per_caption_source_and_a_rerun_reuses_the_finished_retrainings(fast_series):
+    """RETRAIN=True (off by default on a CPU): one TextSCD per caption source; executing the chapter again must
+    reuse those checkpoints (resume), not train them again, and give the same scores."""
+    root = repo_root()
+    assert fast_series.status == "ok"
+    for old in (root / "results/fast-e2e/checkpoints").glob("textscd-*"):  # left by an earlier test session
+        shutil.rmtree(old)
+    outputs = []
+    for _ in range(2):
+        rep = runner.run_series({"RETRAIN": True}, run_name="fast-e2e", fast=True, only=["07"])
+        assert rep.status == "ok"
+        nb = nbformat.read(root / "results/fast-e2e/executed/07_caption_ablation.ipynb", as_version=4)
+        text = "\n".join("".join(o.get("text", "")) for c in nb.cells if c.cell_type == "code"
+                         for o in c.get("outputs", []) if o.get("output_type") == "stream")
+        outputs.append([ln for ln in text.splitlines() if ln.startswith("retrained with ")])
+    first, again = outputs
+    sources = [ln.split(":")[0].removeprefix("retrained with ") for ln in first]
+    assert sources == ["noisy-1.0", "shuffled", "empty"]  # FAST: the strongest noise level only
+    assert all(f"textscd-{s}" in ln and "reused" in ln for s, ln in zip(sources, again)), again
+    assert not any("reused" in ln for ln in first)
+    sek = [ln.split("SeK ")[1].split(" ")[0] for ln in first]
+    assert sek == [ln.split("SeK ")[1].split(" ")[0] for ln in again]  # the same checkpoints, the same scores
+    for s in sources:
+        assert (root / f"results/fast-e2e/checkpoints/textscd-{s}/best.pt").is_file()
