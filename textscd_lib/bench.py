@@ -57,7 +57,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> list[float]:
+def timed(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Seconds per call of ``fn`` after ``warmup`` untimed calls, the device synchronised before each clock
+    reading (also the wall time ``bench --parts`` compares its profile with)."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -191,17 +193,17 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
                 fwd(x1, x2, f_text, mask)
 
         model.train()
-        t_train = _timed(train_step, device, cfg.warmup, cfg.repeats)
+        t_train = timed(train_step, device, cfg.warmup, cfg.repeats)
         peak = _peak_memory_mb(device)
         flops_train = _flops(train_step)
         cases = [("train_step", t_train, flops_train)]
         if cfg.cuda_graphs:
             replay = _graphed(graph_step, lambda opt=opt: opt.zero_grad(set_to_none=True))
-            cases.append(("train_step_cuda_graph", _timed(replay, device, cfg.warmup, cfg.repeats), flops_train))
+            cases.append(("train_step_cuda_graph", timed(replay, device, cfg.warmup, cfg.repeats), flops_train))
         model.eval()
-        cases.append(("inference", _timed(infer, device, cfg.warmup, cfg.repeats), None))
+        cases.append(("inference", timed(infer, device, cfg.warmup, cfg.repeats), None))
         if cfg.cuda_graphs:
-            cases.append(("inference_cuda_graph", _timed(_graphed(graph_infer), device, cfg.warmup, cfg.repeats),
+            cases.append(("inference_cuda_graph", timed(_graphed(graph_infer), device, cfg.warmup, cfg.repeats),
                           None))
         for case, times, flops in cases:
             med = statistics.median(times)

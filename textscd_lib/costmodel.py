@@ -28,7 +28,7 @@ from torch.utils.flop_counter import flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
 PARTS = ("encoder", "fuse", "tgi", "sem_in", "glue", "sem_decoder", "change_decoder", "heads", "loss")
-_TOP = {"sem_head": "heads", "change_head": "heads"}
+PART_OF_MODULE = {"sem_head": "heads", "change_head": "heads"}  # top-level modules whose part has another name
 # operations that move no data (views, metadata, allocation)
 _FREE = {"view", "_unsafe_view", "t", "transpose", "permute", "expand", "slice", "select", "unsqueeze",
          "squeeze", "reshape", "as_strided", "detach", "alias", "split", "split_with_sizes", "chunk", "unbind",
@@ -69,7 +69,7 @@ def _part(tracker: ModuleTracker) -> str:
     if not dotted:
         return "glue"  # the model's own forward: concatenations, slicing
     top = max(dotted, key=len).split(".")[1]
-    return _TOP.get(top, top)
+    return PART_OF_MODULE.get(top, top)
 
 
 class _Tagger(TorchFunctionMode):

@@ -31,7 +31,7 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from textscd_lib.costmodel import _TOP, PARTS
+from textscd_lib.costmodel import PART_OF_MODULE, PARTS
 
 RANGE = "part:"
 STEP_PARTS = (*PARTS, "optimizer")
@@ -58,7 +58,7 @@ def part_ranges(model: nn.Module):
     for name, top in model.named_children():
         units = list(top.children()) if isinstance(top, (nn.ModuleList, nn.ModuleDict)) else [top]
         for unit in units:  # containers are never called themselves; their members are
-            handles += [unit.register_forward_pre_hook(enter(_TOP.get(name, name))), unit.register_forward_hook(leave)]
+            handles += [unit.register_forward_pre_hook(enter(PART_OF_MODULE.get(name, name))), unit.register_forward_hook(leave)]
     try:
         yield
     finally:
@@ -124,7 +124,7 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
     """``textscd bench --parts``: per model in ``cfg.models`` one row per part (forward, backward and total
     ms per step, share) and a ``total`` row (sum of parts, unprofiled wall time, ``busy_pct``). ``cfg`` is a
     :class:`textscd_lib.bench.BenchConfig`; ``steps`` profiled steps are averaged after ``cfg.warmup``."""
-    from textscd_lib.bench import _timed, device_name, step_inputs
+    from textscd_lib.bench import device_name, step_inputs, timed
     from textscd_lib.costmodel import step_costs
     from textscd_lib.losses import total_loss
     from textscd_lib.model import build_model
@@ -152,7 +152,7 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-        wall = statistics.median(_timed(step, inp.device, cfg.warmup, cfg.repeats))
+        wall = statistics.median(timed(step, inp.device, cfg.warmup, cfg.repeats))
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         # Kineto's own log: on CPU it only says "gpuGetDeviceCount failed" and "profiler_start"; on CUDA keep
         # its errors (a missing CUPTI shows there). KINETO_LOG_LEVEL set by the user wins.
