@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -294,10 +294,3 @@ def run_cost(cfg: BenchConfig, profile: str = "h100-sxm", write: bool = True) ->
         _append(rows, resolve(cfg.out_dir) / "cost-model.jsonl")
     return rows
 
-
-def config_dict(cfg: BenchConfig) -> dict:
-    return asdict(cfg)
-
-
-def results_path(device: str, out_dir: str = "results/benchmarks") -> Path:
-    return resolve(out_dir) / f"{_slug(device)}.jsonl"
