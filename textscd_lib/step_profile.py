@@ -191,7 +191,7 @@ def _rows(kind: str, per_step: dict[tuple[str, str], float], wall_ms: float, cos
         c = costs[p]
         gflop, gb = c["fwd_gflop"] + c["bwd_gflop"], c["fwd_gb"] + c["bwd_gb"]
         out = {"gflop": round(gflop, 3), "gb": round(gb, 3),
-               "gflop_per_s": round(gflop / ms * 1e3, 1) if ms else None,
+               "gflop_per_s": round(gflop / ms * 1e3, 1) if ms and gflop else None,  # None: no FLOPs to rate
                "gb_per_s": round(gb / ms * 1e3, 1) if ms else None}
         if profile_key:
             out.update(bound_ms=c["bound_ms"], of_bound_pct=round(100 * c["bound_ms"] / ms, 1) if ms else None)

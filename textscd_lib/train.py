@@ -151,7 +151,8 @@ def _rank0_first(rank: int, world: int):
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train Baseline or TextSCD with ``cfg`` (chapter 05); returns history, best/last metrics and paths.
+    """Train Baseline or TextSCD with ``cfg`` (chapter 05); returns history, best/last metrics and paths
+    (``epochs_run``: the epochs this call trained, 0 when ``resume`` found the run finished).
 
     Under ``torchrun`` (or inside an initialised process group) it trains data-parallel; rank 0 alone
     writes checkpoints, logs and predictions."""
@@ -323,7 +324,8 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
         dist.barrier()
     result = {"model": cfg.model, "history": history, "best": best, "last": scores, "device": str(device),
               "precision": precision, "channels_last": channels_last, "resident": resident,
-              "world": world, "rank": rank, "steps": step, "seconds": seconds, "substitutes": subs,
+              "world": world, "rank": rank, "steps": step, "seconds": seconds, "epochs_run": epochs_done,
+              "substitutes": subs,
               "shard": shard, "data_root": str(data_root),
               "paths": {"best": str(best_path), "last": str(last_path), "log_csv": str(out / "log.csv"),
                         "log_json": str(out / "log.json")}}
