@@ -148,13 +148,23 @@ def step_inputs(cfg: BenchConfig) -> StepInputs:
     return StepInputs(device, bf16, cl, x1, x2, f_text, mask.to(device), batch)
 
 
+def bench_model(kind: str, cfg: BenchConfig, inp: StepInputs):
+    """A freshly built, randomly initialised model on the bench's device and memory format, in train mode,
+    with the trainer's SGD (shared by the throughput cases and ``--parts``)."""
+    from textscd_lib.model import build_model
+
+    model = build_model(kind, text_dim=cfg.text_dim, weights=None).to(inp.device, memory_format=inp.memory_format)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    return model.train(), opt
+
+
 def model_cases(cfg: BenchConfig) -> list[dict]:
     """Train-step and inference throughput of each model on random inputs of the configured shape."""
     from textscd_lib.losses import total_loss
-    from textscd_lib.model import build_model, count_parameters
+    from textscd_lib.model import count_parameters
 
     inp = step_inputs(cfg)
-    device, bf16, cl, fmt = inp.device, inp.bf16, inp.channels_last, inp.memory_format
+    device, bf16, cl = inp.device, inp.bf16, inp.channels_last
     x1, x2, f_text, mask, batch, b, s = inp.x1, inp.x2, inp.f_text, inp.mask, inp.batch, cfg.batch, cfg.size
 
     def autocast():
@@ -162,9 +172,8 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
 
     rows = []
     for kind in cfg.models:
-        model = build_model(kind, text_dim=cfg.text_dim, weights=None).to(device, memory_format=fmt)
+        model, opt = bench_model(kind, cfg, inp)
         total, trainable = count_parameters(model)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
         fwd = torch.compile(model) if cfg.compile else model
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -192,7 +201,6 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
             with torch.no_grad(), autocast():
                 fwd(x1, x2, f_text, mask)
 
-        model.train()
         t_train = timed(train_step, device, cfg.warmup, cfg.repeats)
         peak = _peak_memory_mb(device)
         flops_train = _flops(train_step)

@@ -124,10 +124,9 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
     """``textscd bench --parts``: per model in ``cfg.models`` one row per part (forward, backward and total
     ms per step, share) and a ``total`` row (sum of parts, unprofiled wall time, ``busy_pct``). ``cfg`` is a
     :class:`textscd_lib.bench.BenchConfig`; ``steps`` profiled steps are averaged after ``cfg.warmup``."""
-    from textscd_lib.bench import device_name, step_inputs, timed
+    from textscd_lib.bench import bench_model, device_name, step_inputs, timed
     from textscd_lib.costmodel import step_costs
     from textscd_lib.losses import total_loss
-    from textscd_lib.model import build_model
 
     if steps < 1:
         raise ValueError(f"steps={steps}: profile at least one step")
@@ -137,9 +136,7 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
     profile_key = _profile_name(dev_name) if cuda else None
     rows = []
     for kind in cfg.models:
-        model = build_model(kind, text_dim=cfg.text_dim, weights=None).to(inp.device, memory_format=inp.memory_format)
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        model, opt = bench_model(kind, cfg, inp)
 
         def step(model=model, opt=opt):
             with inp.autocast():
