@@ -194,3 +194,20 @@ def test_cli_without_key_explains_how_to_set_it_and_never_prints_a_key(data, mon
     assert rc == 2 and "export GEMINI_API_KEY=" in err and "oracle" in err and "second-cc" in err
     rc = main(["caption", str(root), "--out", str(tmp_path / "g.jsonl"), "--dry-run"])
     assert rc == 0 and "would make 6 requests" in capsys.readouterr().out
+
+
+def test_chapter_sources_call_captions_the_run_with_the_chosen_model_and_ignores_the_offline_seed(
+        data, key, tmp_path):
+    """Chapter 02's ``ensure_captions(root, CAPTIONS, RUN_PATH, seed=SEED, model=...)`` with CAPTIONS="gemini":
+    ``seed`` belongs to the offline sources and must not break Gemini; a misspelt option is named."""
+    from textscd_lib.captions import ensure_captions, load_captions
+
+    root, images = data
+    run = tmp_path / "run"
+    with serve(images) as fake:
+        store = ensure_captions(root, "gemini", run, seed=0, model="gemini-test-model", base_url=fake.url,
+                                **FAST_RETRY)
+        with pytest.raises(ValueError, match=r"takes no option \['modle'\]"):
+            caption_dataset(root, "gemini", tmp_path / "other.jsonl", modle="x", base_url=fake.url)
+    assert sorted(load_captions(store)) == sorted(images)
+    assert dict(fake.models) == {"gemini-test-model": len(images)}

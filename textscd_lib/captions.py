@@ -220,8 +220,15 @@ def caption_dataset(data_root: str | Path, backend: str, out: str | Path, **opts
     pairs = _pairs(data_root, split)
     store = CaptionStore(out)
     if backend == "gemini":
+        from dataclasses import fields
+
         from textscd_lib.gemini import GeminiConfig, caption_with_gemini
 
+        opts.pop("seed", None)  # the offline sources' option: Gemini is asked at temperature 0, unseeded
+        unknown = sorted(set(opts) - {f.name for f in fields(GeminiConfig)})
+        if unknown:
+            raise ValueError(f"caption backend gemini takes no option {unknown}; it takes "
+                             f"{sorted(f.name for f in fields(GeminiConfig))}")
         return caption_with_gemini(pairs, store, GeminiConfig(**opts))
     from textscd_lib import caption_sources as sources
 
