@@ -43,7 +43,7 @@ def test_fast_series_runs_end_to_end_and_records_the_run(fast_series):
         if not b.name.startswith("00_"):
             assert shown, f"{b.name} records or relies on substitutes but shows none"
     figures = list((root / "results/fast-e2e/figures").glob("*.png"))
-    # one pass shows TGI's attention before training (chapter 04) and after it (chapter 05 ends with it)
+    # one pass shows TGI's attention before training (chapter 04) and after it (chapter 05 after training)
     assert {"04_attention_before_training.png", "05_attention_after_training.png"} <= {f.name for f in figures}
     assert len(figures) >= len(books), f"every chapter saves a figure; got {sorted(f.name for f in figures)}"
 

@@ -1,5 +1,5 @@
-"""Where does each word look? TGI's cross-attention drawn over the image: chapter 04 (text-guided interaction)
-shows it for a freshly initialised TGI, chapter 05 (training) for the trained TextSCD.
+"""Which pixels listen to each word? TGI's cross-attention drawn over the image: chapter 04 (text-guided
+interaction) shows it for a freshly initialised TGI, chapter 05 (training) for the trained TextSCD.
 
 Eq. (7) lets every pixel of ``F_diff`` attend to the caption's L = 50 tokens; with ``return_attention=True``
 TextSCD returns the softmax weights per TGI level, shape (B, heads, H_i·W_i, L), where level i has stride

@@ -133,7 +133,8 @@ class ClipTextEncoder(TextEncoder):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 clip = open_clip.create_model(CLIP_MODEL, pretrained=None)
-            desc, sub = "random init", "CLIP ViT-B-16 with random weights (asked for weights='random')"
+            desc, sub = "random init", ("CLIP ViT-B-16 with random weights instead of CLIP ViT-B-16 (OpenAI weights) "
+                                        "(asked for weights='random')")
         else:
             path = Path(weights) if weights else clip_weights_available()
             if path is None or not Path(path).is_file():

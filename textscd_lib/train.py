@@ -1,8 +1,8 @@
 """The trainer: Baseline or TextSCD on SECOND / mini-SECOND (chapter 05; validation metrics of chapter 06).
 
-The paper's recipe (§4.1, REFERENCE §3) is the default of :class:`TrainConfig`: SGD lr 0.1, momentum 0.9,
-weight decay 5e-4, batch 8, 512² (native size), per-iteration poly decay lr·(1 − it/total)^1.5, 50 epochs,
-best checkpoint by val F_scd. Loss: eq. (12) plus the lineage's semantic CE (``textscd_lib.losses``).
+The default of :class:`TrainConfig` is the paper's recipe (§4.1: SGD lr 0.1, momentum 0.9, weight decay 5e-4,
+batch 8, 512² = native size) with the SECOND reference protocol's (REFERENCE §3) per-iteration poly decay
+lr·(1 − it/total)^1.5, 50 epochs and best checkpoint by val F_scd. Loss: eq. (12) plus the lineage's semantic CE (``textscd_lib.losses``).
 
 On CUDA the fast path is on by default: bf16 autocast, channels_last, text features computed once
 (no text-encoder forward per step), the uint8 dataset resident on the GPU with augmentation there
@@ -48,7 +48,8 @@ __all__ = ["TrainConfig", "TrainingDiverged", "train", "poly_lr"]
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs (chapter 05); defaults = the paper's recipe (§4.1)."""
+    """Everything a training run needs (chapter 05); defaults = the paper's recipe (§4.1) with the reference
+    protocol's epochs and poly decay (module docstring)."""
 
     data_root: str = ""                 # "" = the embedded mini-SECOND; else a prepared SECOND folder
     run: str = "demo"                   # results/<run>/
