@@ -137,3 +137,17 @@ def test_cli_train_shows_each_offline_substitute_once_on_stderr(tmp_path):
     assert out.stderr.count(" instead of CLIP") == 1  # the text encoder names its weights, not the substitute
     warned = [ln for ln in out.stderr.splitlines() if ln.startswith("WARNING") and " instead of " in ln]
     assert not warned, warned
+
+
+def test_the_run_s_seed_draws_the_offline_captions_the_trainer_reads(tmp_path):
+    """Chapters 02, 06 and 07 draw the offline captions with the run's SEED; the trainer must read the same draw
+    (it used seed 0 whatever the run's seed, rewriting the store under the chapters' feet)."""
+    from textscd_lib.captions import CaptionStore, ensure_captions
+
+    res = train(tiny(tmp_path, "sd", model="textscd", epochs=1, captions="noisy-0.3", seed=3))
+    path = tmp_path / "sd" / "captions" / "noisy-0.3.jsonl"
+    trained_with = CaptionStore(path).latest()
+    assert {r["params"]["seed"] for r in trained_with.values()} == {3}
+    before = path.read_bytes()
+    ensure_captions(res["data_root"], "noisy-0.3", tmp_path / "sd", seed=3)  # what chapters 06 and 07 call
+    assert path.read_bytes() == before  # the same draw: not rewritten

@@ -113,7 +113,8 @@ def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path, record: bo
     if cfg.text_features:
         return TextFeatures.load(resolve(cfg.text_features)), []
 
-    store = ensure_captions(data_root, cfg.captions, run_path, record=record)
+    # the run's seed draws the offline captions (oracle wording, noise, shuffle), as chapters 02, 06 and 07 do
+    store = ensure_captions(data_root, cfg.captions, run_path, record=record, seed=cfg.seed)
     encoder = load_text_encoder(cfg.text_encoder, device="cpu")
     path = features_path(run_path, encoder.name, cfg.captions)
     feats = build_text_features(encoder, load_captions(store), path)
