@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.textscd-installed
 # Tests never touch the network; tqdm is silenced so notebook outputs compare cleanly; one thread per
 # process (tiny tensors, and 2 threads beside another busy process ran convolutions up to 40x slower).
+NBVAL    := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 TEST_ENV := TEXTSCD_FAST=1 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 PYTHONHASHSEED=0
 
 .PHONY: help demo test test-unit test-notebooks lint lab env bench clean-results
@@ -26,24 +27,29 @@ env: $(STAMP)  ## create the environment only, and print what it offers
 	$(VENV)/bin/textscd env
 
 demo: $(STAMP)  ## run the whole course on the embedded mini-SECOND into results/demo/
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/textscd run --run-name demo
+	TEXTSCD_HOME=$(CURDIR) HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/textscd run --run-name demo
 
-test: $(STAMP)  ## unit tests + notebook tests (TEXTSCD_FAST=1) + lint
-	$(TEST_ENV) $(PY) -m pytest -q tests
-	$(TEST_ENV) $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
-	$(VENV)/bin/ruff check .
+test: $(STAMP)  ## unit tests + notebook tests (TEXTSCD_FAST=1) + import layers + lint; leaves no trace
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PY) tools/no_trace.py snapshot $$tmp/.snapshot && \
+	$(TEST_ENV) $(PY) -m pytest -q tests && \
+	$(TEST_ENV) TEXTSCD_HOME=$$tmp $(PY) -m pytest -q $(NBVAL) notebooks && \
+	$(VENV)/bin/lint-imports && \
+	$(VENV)/bin/ruff check . && \
+	$(PY) tools/no_trace.py check $$tmp/.snapshot
 
 test-unit: $(STAMP)  ## unit tests only
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
 test-notebooks: $(STAMP)  ## notebook tests only
-	$(TEST_ENV) $(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && $(TEST_ENV) TEXTSCD_HOME=$$tmp $(PY) -m pytest -q $(NBVAL) notebooks
 
-lint: $(STAMP)  ## ruff over the library, tests and notebooks
+lint: $(STAMP)  ## import layers (import-linter) and ruff over the library, tests and notebooks
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 
 lab: $(STAMP)  ## JupyterLab with the project kernel
-	$(VENV)/bin/jupyter lab notebooks/
+	TEXTSCD_HOME=$(CURDIR) $(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)  ## CPU benchmarks (256², batch 2) into results/benchmarks/; GPU: see README, Performance
 	$(VENV)/bin/textscd bench --device cpu --size 256 --batch 2 --warmup 1 --repeats 3

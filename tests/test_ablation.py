@@ -1,11 +1,11 @@
-"""Caption quality, ambiguous-pixel errors and the TGI text effect (textscd_lib.ablation, chapter 07)."""
+"""Caption quality, ambiguous-pixel errors and the TGI text effect (textscd_lib.analysis.ablation, chapter 07)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from textscd_lib import ablation as Ab
+from textscd_lib.analysis import ablation as Ab
 
 W, G, LV, TR, B = 1, 2, 3, 4, 5  # water, ground, low vegetation, tree, building
 
@@ -41,7 +41,7 @@ def test_caption_quality_rewards_naming_the_true_transition_and_nothing_else():
 def test_tgi_text_effect_separates_caption_dependent_change():
     import torch
 
-    from textscd_lib.model import build_model
+    from textscd_lib.models.textscd import build_model
 
     torch.manual_seed(0)
     model = build_model("textscd", text_dim=8, weights=None, width=16).eval()
@@ -67,7 +67,7 @@ def test_ambiguity_class_error_is_undefined_when_nothing_was_detected():
 
 
 def test_ablation_row_holds_its_columns_then_caption_quality_metrics_and_ambiguous_errors():
-    from textscd_lib.predictions import map_scores
+    from textscd_lib.engine.predictions import map_scores
 
     l1, l2 = np.array([[LV, LV, G, 0]]), np.array([[B, B, B, 0]])
     p1, p2 = np.array([[TR, LV, G, 0]]), np.array([[B, B, B, 0]])

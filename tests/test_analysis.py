@@ -1,4 +1,4 @@
-"""Error maps, worst tiles, fixes and causes, Table 1 and the figure rows of chapter 06 (textscd_lib.analysis)."""
+"""Error maps, worst tiles, fixes and causes, Table 1 and the figure rows of chapter 06 (textscd_lib.analysis.errors)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from error_strip import LV, TR, B, W, error_strip
 
-from textscd_lib import analysis as A
+from textscd_lib.analysis import errors as A
 
 
 def test_error_map_puts_each_pixel_in_its_category():
@@ -79,7 +79,7 @@ def test_error_row_blends_errors_over_both_dates_then_truth_and_prediction_side_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from textscd_lib.plots import colorize
+    from textscd_lib.analysis.plots import colorize
 
     p1, p2, l1, l2 = error_strip()
     err = A.error_map(p1, p2, l1, l2)

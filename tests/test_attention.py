@@ -1,4 +1,4 @@
-"""TGI attention drawn over the image (textscd_lib.attention, chapters 04 and 05)."""
+"""TGI attention drawn over the image (textscd_lib.analysis.attention, chapters 04 and 05)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from textscd_lib import attention as At
+from textscd_lib.analysis import attention as At
 
 
 def test_pick_pair_prefers_a_caption_that_names_buildings_within_the_kept_tokens():
@@ -59,8 +59,8 @@ def test_attention_figure_has_the_pair_then_one_row_per_word_and_one_column_per_
 
 
 def test_trained_attention_reads_the_checkpoint_with_its_own_text_features(tmp_path):
-    from textscd_lib.dataset import SCDDataset
-    from textscd_lib.train import TrainConfig, train
+    from textscd_lib.data.dataset import SCDDataset
+    from textscd_lib.engine.trainer import TrainConfig, train
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from textscd_lib.runs import repo_root
+from conftest import REPO
 
 FIELDS = {"case", "model", "device", "size", "batch", "precision", "pairs_per_s", "step_ms_median", "params_total"}
 
@@ -14,7 +14,7 @@ FIELDS = {"case", "model", "device", "size", "batch", "precision", "pairs_per_s"
 def test_bench_cli_prints_train_and_inference_rows_with_flops_memory_and_tgi_overhead(tmp_path):
     cmd = [sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--size", "64", "--batch", "2",
            "--warmup", "1", "--repeats", "2", "--no-write"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root())
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert {(r["case"], r["model"]) for r in rows} == {(c, m) for c in ("train_step", "inference")
@@ -33,7 +33,7 @@ def test_bench_cli_prints_train_and_inference_rows_with_flops_memory_and_tgi_ove
 
 def test_bench_rejects_an_unknown_model():
     out = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--models", "bisrnet", "--no-write"],
-                         capture_output=True, text=True, timeout=120, cwd=repo_root())
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 2 and "unknown model(s) ['bisrnet']" in out.stderr
 
 
@@ -41,5 +41,5 @@ def test_bench_rejects_a_size_the_encoder_cannot_take_and_a_missing_dataset_befo
     for args, message in ((["--size", "48"], "--size 48: use a multiple of 32"),
                           (["--data", "/nonexistent/mini"], "--data /nonexistent/mini: no such dataset folder")):
         out = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--no-write", *args],
-                             capture_output=True, text=True, timeout=120, cwd=repo_root())
+                             capture_output=True, text=True, timeout=120, cwd=REPO)
         assert out.returncode == 2 and message in out.stderr, out.stderr[-500:]

@@ -1,4 +1,4 @@
-"""Which classes a caption names, and the errors of the transitions it names (textscd_lib.caption_errors,
+"""Which classes a caption names, and the errors of the transitions it names (textscd_lib.analysis.caption_errors,
 chapter 06; the vocabulary serves chapters 02 and 07 too)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from error_strip import error_strip
 
-from textscd_lib import caption_errors as CE
+from textscd_lib.analysis import caption_errors as CE
 
 
 @pytest.mark.parametrize("caption, expected", [

@@ -9,15 +9,15 @@ import threading
 import pytest
 from fake_gemini import make_tiny_second
 
-from textscd_lib.caption_errors import classes_mentioned
-from textscd_lib.caption_sources import describe_changes, read_second_cc
-from textscd_lib.captions import (
+from textscd_lib.analysis.caption_errors import classes_mentioned
+from textscd_lib.text.captions import (
     PAPER_PROMPT,
     CaptionStore,
     caption_dataset,
     ensure_captions,
     load_captions,
 )
+from textscd_lib.text.sources import describe_changes, read_second_cc
 
 RECORD_KEYS = {"pair", "split", "caption", "status", "error", "source", "backend", "model", "prompt", "time"}
 

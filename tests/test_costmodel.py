@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO
 
-from textscd_lib.costmodel import step_costs, step_ops
-from textscd_lib.runs import repo_root
+from textscd_lib.perf.costmodel import step_costs, step_ops
 
 
 def _sum(ops, part, phase, field):
@@ -58,18 +58,18 @@ def test_fp32_moves_about_twice_the_bytes_of_bf16_through_the_encoder():
 
 def test_bench_cost_cli_prints_rows_and_rejects_an_unknown_profile_and_cuda_graphs_without_a_gpu():
     base = [sys.executable, "-m", "textscd_lib", "bench", "--no-write", "--size", "64", "--batch", "1"]
-    out = subprocess.run([*base, "--cost"], capture_output=True, text=True, timeout=300, cwd=repo_root())
+    out = subprocess.run([*base, "--cost"], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     totals = {r["model"]: r for r in rows if r["part"] == "total"}
     assert set(totals) == {"baseline", "textscd"} and all(r["bound_pairs_per_s"] > 0 for r in totals.values())
     assert "roofline bound on NVIDIA H100 SXM" in out.stderr
     bad = subprocess.run([*base, "--cost", "--profile", "v100"], capture_output=True, text=True, timeout=120,
-                         cwd=repo_root())
+                         cwd=REPO)
     assert bad.returncode == 2 and "unknown profile 'v100'" in bad.stderr
     if not torch.cuda.is_available():
         cpu = subprocess.run([*base, "--device", "cpu", "--cuda-graphs"], capture_output=True, text=True,
-                             timeout=120, cwd=repo_root())
+                             timeout=120, cwd=REPO)
         assert cpu.returncode == 2 and "--cuda-graphs needs a CUDA device" in cpu.stderr
 
 
@@ -77,8 +77,8 @@ def test_cost_model_flops_equal_torch_flop_counter_on_a_real_cpu_step_plus_the_a
     """The meta-device count against torch's FlopCounterMode over a real fp32 step (what `textscd bench` reports)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from textscd_lib.losses import total_loss
-    from textscd_lib.model import build_model
+    from textscd_lib.models.losses import total_loss
+    from textscd_lib.models.textscd import build_model
 
     torch.manual_seed(0)
     model = build_model("textscd", weights=None).train()
@@ -101,7 +101,7 @@ def test_cost_figure_has_one_bar_per_part_and_model():
     import matplotlib
 
     matplotlib.use("Agg")
-    from textscd_lib.costmodel import cost_figure
+    from textscd_lib.perf.costmodel import cost_figure
 
     costs = {kind: step_costs(kind, size=64, batch=1) for kind in ("baseline", "textscd")}
     fig = cost_figure(costs)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from textscd_lib.dataset import NORMALIZATION, DecodedCache, SCDDataset, augment
-from textscd_lib.second import SecondFormatError, find_pairs, read_image, read_label
-from textscd_lib.synthetic import synthesize
+from textscd_lib.data.dataset import NORMALIZATION, DecodedCache, SCDDataset, augment
+from textscd_lib.data.second import SecondFormatError, find_pairs, read_image, read_label
+from textscd_lib.data.synthetic import synthesize
 
 
 @pytest.fixture(scope="module")

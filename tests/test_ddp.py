@@ -17,7 +17,7 @@ def _free_port() -> int:
 
 def _worker(rank: int, world: int, port: int, root: str, queue) -> None:
     torch.set_num_threads(1)
-    import textscd_lib.train as T
+    import textscd_lib.engine.trainer as T
 
     writes: list[str] = []
     real_save = T.atomic_torch_save
@@ -41,7 +41,7 @@ def _worker(rank: int, world: int, port: int, root: str, queue) -> None:
 
 
 def test_two_process_gloo_training_shards_data_and_only_rank0_writes(tmp_path):
-    from textscd_lib.synthetic import ensure_mini_second
+    from textscd_lib.data.synthetic import ensure_mini_second
 
     ensure_mini_second(fast=True)  # generate once, before the ranks start
     ctx = mp.get_context("spawn")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from textscd_lib.cli import main
+from textscd_lib.cli.main import main
+from textscd_lib.data.second import index_to_rgb
 from textscd_lib.metrics import SCDConfusion
-from textscd_lib.second import index_to_rgb
 
 
 def _write(folder, name, idx, rgb=True):

@@ -11,11 +11,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from conftest import REPO
 
-from textscd_lib import runner
-from textscd_lib.runs import record_substitute, repo_root
+from textscd_lib.common.runs import record_substitute
+from textscd_lib.course import runner
 
-ROOT = repo_root(Path(__file__).parent)
+ROOT = REPO
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -115,7 +116,7 @@ def test_runner_records_parameters_versions_device_times_and_substitutes(tmp_pat
     books = tmp_path / "nb"
     books.mkdir()
     res = tmp_path / "res"
-    body = ("from textscd_lib.runs import record_substitute, run_dir\n"
+    body = ("from textscd_lib.common.runs import record_substitute, run_dir\n"
             f"record_substitute(run_dir(RUN, {str(res)!r}), 'data', 'mini', 'SECOND', 'offline')")
     _tiny_notebook(books, "01_a.ipynb", "FAST = True\nRUN = 'x'\nSEED = 0", body)
     rep = runner.run_series({"SEED": 7}, run_name="t", fast=True, results_root=res, notebooks_dir=books)
@@ -171,8 +172,8 @@ def test_substitute_record_is_merged_per_part(tmp_path):
 
 
 def test_a_part_that_uses_the_papers_choice_again_is_cleared_and_a_whole_series_starts_a_fresh_record(tmp_path):
-    from textscd_lib.runs import clear_substitute, read_substitutes
-    from textscd_lib.synthetic import resolve_data_root, synthesize
+    from textscd_lib.common.runs import clear_substitute, read_substitutes
+    from textscd_lib.data.synthetic import resolve_data_root, synthesize
 
     run = tmp_path / "run"
     run.mkdir()
@@ -195,7 +196,7 @@ def test_a_part_that_uses_the_papers_choice_again_is_cleared_and_a_whole_series_
 
 
 def test_a_modules_own_substitute_line_is_recorded_as_used_instead_of_why(tmp_path):
-    from textscd_lib.runs import read_substitutes, record_substitute_line
+    from textscd_lib.common.runs import read_substitutes, record_substitute_line
 
     record_substitute_line(tmp_path, "image_encoder",
                            "ResNet34 random init instead of ImageNet weights (ImageNet weights not found offline)")
@@ -212,7 +213,7 @@ def test_substitute_is_logged_at_info_so_that_the_chapter_printing_it_shows_it_o
     """A WARNING would reach a notebook's output beside the chapter's own print of substitute_lines()."""
     import logging
 
-    caplog.set_level(logging.INFO, logger="textscd_lib.runs")
+    caplog.set_level(logging.INFO, logger="textscd_lib.common.runs")
     msg = record_substitute(tmp_path, "captions", "oracle captions", "Gemini captions", "offline")
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, msg)]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from fake_gemini import FakeGemini, make_tiny_second
 
-from textscd_lib.captions import CaptionStore, caption_dataset
-from textscd_lib.gemini import FatalGeminiError, RateLimiter
+from textscd_lib.text.captions import CaptionStore, caption_dataset
+from textscd_lib.text.gemini import FatalGeminiError, RateLimiter
 
 KEY = "test-key-not-secret-123"
 FAST_RETRY = dict(initial_delay=0.01, max_delay=0.05, rpm=0, progress=False)
@@ -133,7 +133,7 @@ def test_rate_limiter_spaces_request_starts_across_threads():
 
 def _captioner(root, out, url, extra=()):
     """`textscd caption` in a child process (the command's own parser and function)."""
-    code = ("import sys, argparse, logging; from textscd_lib.commands import caption as c;"
+    code = ("import sys, argparse, logging; from textscd_lib.cli import caption as c;"
             "logging.basicConfig(level=logging.DEBUG);"
             "p = argparse.ArgumentParser(); c.register(p.add_subparsers());"
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
@@ -184,7 +184,7 @@ def test_kill_mid_run_then_resume_loses_no_caption_and_requests_none_twice(tmp_p
 
 
 def test_cli_without_key_explains_how_to_set_it_and_never_prints_a_key(data, monkeypatch, capsys, tmp_path):
-    from textscd_lib.cli import main
+    from textscd_lib.cli.main import main
 
     root, _ = data
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
@@ -200,7 +200,7 @@ def test_chapter_sources_call_captions_the_run_with_the_chosen_model_and_ignores
         data, key, tmp_path):
     """Chapter 02's ``ensure_captions(root, CAPTIONS, RUN_PATH, seed=SEED, model=...)`` with CAPTIONS="gemini":
     ``seed`` belongs to the offline sources and must not break Gemini; a misspelt option is named."""
-    from textscd_lib.captions import ensure_captions, load_captions
+    from textscd_lib.text.captions import ensure_captions, load_captions
 
     root, images = data
     run = tmp_path / "run"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from textscd_lib.image_encoder import CHANNELS, STRIDES, SiameseResNet34, imagenet_weights_path
+from textscd_lib.models.image_encoder import CHANNELS, STRIDES, SiameseResNet34, imagenet_weights_path
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from textscd_lib.losses import bce_loss, dice_loss, semantic_ce, similarity_loss, total_loss
+from textscd_lib.models.losses import bce_loss, dice_loss, semantic_ce, similarity_loss, total_loss
 
 
 def logit(p):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from textscd_lib.model import build_model, count_parameters, predict
+from textscd_lib.models.textscd import build_model, count_parameters, predict
 
 D = 16  # a small text width keeps the tests fast; the real encoders give 512 (CLIP) or 384 (MiniLM)
 

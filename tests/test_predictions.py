@@ -1,20 +1,20 @@
-"""A model's maps in memory and their scores (textscd_lib.predictions, chapters 06 and 07)."""
+"""A model's maps in memory and their scores (textscd_lib.engine.predictions, chapters 06 and 07)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from textscd_lib import predictions as P
-from textscd_lib.ablation import changed_pixels_differ
+from textscd_lib.analysis.ablation import changed_pixels_differ
+from textscd_lib.engine import predictions as P
 
 
 def test_predict_maps_returns_index_maps_per_pair_and_text_moves_nothing_for_baseline(tmp_path):
     import torch
 
-    from textscd_lib.dataset import SCDDataset
-    from textscd_lib.model import build_model
-    from textscd_lib.synthetic import synthesize
+    from textscd_lib.data.dataset import SCDDataset
+    from textscd_lib.data.synthetic import synthesize
+    from textscd_lib.models.textscd import build_model
 
     root = synthesize(tmp_path / "mini", pairs=3, size=32, seed=1, val_fraction=0.34)
     ds = SCDDataset(root, "val")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from textscd_lib import cli
-from textscd_lib.second import (
+from textscd_lib.cli import main as cli
+from textscd_lib.data.prepare import prepare_second
+from textscd_lib.data.second import (
     CLASSES,
     COLORS,
     SecondFormatError,
@@ -20,8 +21,7 @@ from textscd_lib.second import (
     read_label,
     rgb_to_index,
 )
-from textscd_lib.second_prepare import prepare_second
-from textscd_lib.second_validate import validate
+from textscd_lib.data.validate import validate
 
 S = 16
 
@@ -156,7 +156,7 @@ def test_cli_validate_exits_0_when_valid_and_1_with_one_line_per_problem(tmp_pat
 
 
 def test_rgb_and_index_label_folders_load_to_identical_arrays(tmp_path):
-    from textscd_lib.dataset import SCDDataset
+    from textscd_lib.data.dataset import SCDDataset
 
     rgb = make_layout(tmp_path / "rgb", split="train", seed=3)
     idx = make_layout(tmp_path / "index", split="train", index_labels=True, seed=3)

@@ -10,8 +10,7 @@ from collections import Counter
 import nbformat
 import pytest
 
-from textscd_lib import runner
-from textscd_lib.runs import repo_root
+from textscd_lib.course import runner
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +19,8 @@ def fast_series():
     return runner.run_series({}, run_name="fast-e2e", fast=True)
 
 
-def test_fast_series_runs_end_to_end_and_records_the_run(fast_series):
-    root = repo_root()
+def test_fast_series_runs_end_to_end_and_records_the_run(fast_series, textscd_home):
+    root = textscd_home
     books = runner.list_notebooks()
     assert fast_series.status == "ok"
     meta = json.loads((root / "results/fast-e2e/run.json").read_text())
@@ -59,10 +58,10 @@ def _substitute_lines_shown(nb) -> list[str]:
     return lines
 
 
-def test_chapter_07_retrains_per_caption_source_and_a_rerun_reuses_the_finished_retrainings(fast_series):
+def test_chapter_07_retrains_per_caption_source_and_a_rerun_reuses_the_finished_retrainings(fast_series, textscd_home):
     """RETRAIN=True (off by default on a CPU): one TextSCD per caption source; executing the chapter again must
     reuse those checkpoints (resume), not train them again, and give the same scores."""
-    root = repo_root()
+    root = textscd_home
     assert fast_series.status == "ok"
     for old in (root / "results/fast-e2e/checkpoints").glob("textscd-*"):  # left by an earlier test session
         shutil.rmtree(old)

@@ -9,11 +9,11 @@ import time
 
 import pytest
 import torch
+from conftest import REPO
 
-from textscd_lib import tgi
-from textscd_lib.bench import BenchConfig
-from textscd_lib.runs import repo_root
-from textscd_lib.step_profile import _profile_name, _rows, format_parts, parts_figure, profile_parts
+from textscd_lib.models import tgi
+from textscd_lib.perf.bench import BenchConfig
+from textscd_lib.perf.step_profile import _profile_name, _rows, format_parts, parts_figure, profile_parts
 
 SLEEP_S = 0.2
 
@@ -117,7 +117,7 @@ def test_gpu_names_map_to_the_cost_models_datasheet_profiles(name, key):
 def test_bench_parts_cli_prints_json_rows_and_the_table(tmp_path):
     cmd = [sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--size", "64", "--batch", "2",
            "--warmup", "1", "--repeats", "1", "--models", "baseline", "--parts", "--no-write"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root())
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert {r["case"] for r in rows} == {"part_time"} and rows[-1]["part"] == "total"
@@ -141,7 +141,7 @@ def test_on_cuda_the_clock_is_kernel_time_and_nested_ranges_are_not_counted_twic
 
     from torch.autograd import DeviceType
 
-    from textscd_lib.step_profile import attribute
+    from textscd_lib.perf.step_profile import attribute
 
     def ev(name, host_us, kernel_us, parent=None, seq=-1, device=DeviceType.CPU):
         return SimpleNamespace(name=name, cpu_time_total=host_us, device_time_total=kernel_us, cpu_parent=parent,
@@ -166,5 +166,5 @@ def test_on_cuda_the_clock_is_kernel_time_and_nested_ranges_are_not_counted_twic
 def test_bench_parts_refuses_compiled_or_graphed_steps_with_a_clear_message(flag):
     cmd = [sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--size", "64", "--parts", flag,
            "--no-write"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=repo_root())
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 2 and "--parts profiles the eager step" in out.stderr

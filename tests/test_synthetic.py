@@ -9,16 +9,16 @@ import json
 import numpy as np
 import pytest
 
-from textscd_lib import cli
-from textscd_lib.second import CLASSES, find_pairs, read_image, read_label
-from textscd_lib.second_validate import validate
-from textscd_lib.synthetic import (
+from textscd_lib.cli import main as cli
+from textscd_lib.data.second import CLASSES, find_pairs, read_image, read_label
+from textscd_lib.data.synthetic import (
     ensure_mini_second,
     make_pair,
     read_scene_log,
     resolve_data_root,
     synthesize,
 )
+from textscd_lib.data.validate import validate
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_ensure_mini_second_regenerates_only_when_parameters_change(tmp_path):
 
 
 def test_resolve_data_root_validates_a_given_folder_and_names_bad_files(tmp_path):
-    from textscd_lib.second import SecondFormatError
+    from textscd_lib.data.second import SecondFormatError
 
     root = synthesize(tmp_path / "real", 4, 48, val_fraction=0.25)
     assert resolve_data_root(str(root), True, tmp_path / "run") == root
@@ -142,7 +142,7 @@ def test_empty_data_root_means_mini_second_recorded_as_a_substitute(tmp_path):
 def test_parallel_generation_writes_the_same_dataset_as_serial(tmp_path):
     import hashlib
 
-    from textscd_lib.synthetic import synthesize
+    from textscd_lib.data.synthetic import synthesize
 
     def digest(root):
         files = sorted(p for p in root.rglob("*.png"))

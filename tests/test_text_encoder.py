@@ -7,9 +7,10 @@ import time
 import pytest
 import torch
 
-from textscd_lib import text_encoder as te
-from textscd_lib import tokens as tk
-from textscd_lib.text_features import TextFeatures, build_text_features
+from textscd_lib.text import encoder as te
+from textscd_lib.text import tokens as tk
+from textscd_lib.text import weights as tw
+from textscd_lib.text.features import TextFeatures, build_text_features
 
 SHORT = "new buildings appear in the top left, replacing low vegetation"
 LONG = " ".join(["the low vegetation in the bottom right corner has turned into buildings and a playground"] * 5)
@@ -36,7 +37,7 @@ def test_encoders_are_frozen_and_outputs_carry_no_grad(clip, minilm):
 
 
 def test_text_encoder_receives_no_gradient_when_textscd_trains(minilm):
-    from textscd_lib.model import build_model
+    from textscd_lib.models.textscd import build_model
 
     model = build_model("textscd", text_dim=minilm.dim, weights=None, width=32, heads=4)
     F_text, mask = minilm.encode([SHORT, ""])
@@ -113,9 +114,9 @@ def test_text_encoder_says_its_weights_at_info_and_leaves_the_substitute_line_to
     WARNING) would show it twice in other words."""
     import logging
 
-    caplog.set_level(logging.INFO, logger="textscd_lib.text_encoder")
+    caplog.set_level(logging.INFO, logger="textscd_lib.text.encoder")
     enc = te.load_text_encoder("minilm")
-    mine = [r for r in caplog.records if r.name == "textscd_lib.text_encoder"]
+    mine = [r for r in caplog.records if r.name == "textscd_lib.text.encoder"]
     assert any(enc.weights_description in r.getMessage() and r.levelno == logging.INFO for r in mine)
     assert enc.substitute and not any(" instead of " in r.getMessage() for r in mine)
     assert all(r.levelno < logging.WARNING for r in mine)
@@ -138,7 +139,7 @@ def test_auto_picks_minilm_offline_in_well_under_a_second(monkeypatch, tmp_path)
 
 
 def test_clip_weights_are_found_in_the_env_var_and_the_hf_cache(monkeypatch, tmp_path):
-    snap = tmp_path / "hf" / "hub" / te.CLIP_HF_REPO / "snapshots" / "abc"
+    snap = tmp_path / "hf" / "hub" / tw.CLIP_HF_REPO / "snapshots" / "abc"
     snap.mkdir(parents=True)
     (snap / "open_clip_model.safetensors").write_bytes(b"x")
     monkeypatch.delenv("TEXTSCD_CLIP_WEIGHTS", raising=False)

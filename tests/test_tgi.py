@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from textscd_lib.tgi import TGI, BitemporalMLP
+from textscd_lib.models.tgi import TGI, BitemporalMLP
 
 
 @pytest.fixture

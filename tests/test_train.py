@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from textscd_lib.checkpoints import load_model
-from textscd_lib.loaders import epoch_batches
+from textscd_lib.engine.batches import epoch_batches
+from textscd_lib.engine.checkpoints import load_model
+from textscd_lib.engine.trainer import TrainConfig, TrainingDiverged, poly_lr, train
 from textscd_lib.metrics import score_folders
-from textscd_lib.train import TrainConfig, TrainingDiverged, poly_lr, train
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path):
 
 
 def test_nan_loss_stops_the_run_and_names_the_step(tmp_path, monkeypatch):
-    import textscd_lib.losses as losses
+    import textscd_lib.engine.trainer as losses  # the trainer calls total_loss by this name
 
     real = losses.total_loss
     calls = {"n": 0}
@@ -116,7 +116,7 @@ def test_cli_train_shows_each_offline_substitute_once_on_stderr(tmp_path):
     import subprocess
     import sys
 
-    from textscd_lib.runs import read_substitutes, substitute_lines
+    from textscd_lib.common.runs import read_substitutes, substitute_lines
 
     env = {**os.environ, "TEXTSCD_FAST": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
@@ -142,7 +142,7 @@ def test_cli_train_shows_each_offline_substitute_once_on_stderr(tmp_path):
 def test_the_run_s_seed_draws_the_offline_captions_the_trainer_reads(tmp_path):
     """Chapters 02, 06 and 07 draw the offline captions with the run's SEED; the trainer must read the same draw
     (it used seed 0 whatever the run's seed, rewriting the store under the chapters' feet)."""
-    from textscd_lib.captions import CaptionStore, ensure_captions
+    from textscd_lib.text.captions import CaptionStore, ensure_captions
 
     res = train(tiny(tmp_path, "sd", model="textscd", epochs=1, captions="noisy-0.3", seed=3))
     path = tmp_path / "sd" / "captions" / "noisy-0.3.jsonl"

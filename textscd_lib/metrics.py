@@ -23,7 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textscd_lib.second import CLASSES
+from textscd_lib.data.second import CLASSES, EXTENSIONS, SecondFormatError, read_label
+
+METRIC_COLUMNS = ("F_scd", "mIoU", "OA", "SeK")  # the paper's column order; its "F1" is F_scd
+
+
+def to_numpy(a) -> np.ndarray:
+    """Torch tensor or array-like → numpy, no copy for numpy (chapters 06, 07: maps come either way)."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
 
 NUM_CLASSES = 7
 
@@ -234,7 +243,6 @@ class TransitionConfusion:
 
 def _label_folder(root: Path, split: str | None) -> Path:
     """The folder holding label1/ and label2/: ROOT itself, ROOT/<split>, or ROOT/val by default."""
-    from textscd_lib.second import SecondFormatError
 
     if (root / "label1").is_dir():
         return root
@@ -250,11 +258,10 @@ def score_folders(pred_root: str | Path, gt_root: str | Path, split: str | None 
     """Score predicted maps stored in the SECOND layout against ground truth (chapter 06; ``textscd evaluate``).
 
     Both roots hold ``label1/`` and ``label2/`` (directly or under ``<split>/``) with RGB or index PNGs, read
-    and validated by ``textscd_lib.second.read_label``. Every ground-truth pair must have a prediction; a
+    and validated by ``textscd_lib.data.second.read_label``. Every ground-truth pair must have a prediction; a
     missing file, a size mismatch or a ground truth whose change masks disagree raises
     ``SecondFormatError`` naming the file. Returns :func:`scores_from_confusion` plus ``confusion`` and
     ``pairs``."""
-    from textscd_lib.second import EXTENSIONS, SecondFormatError, read_label
 
     pred_dir, gt_dir = _label_folder(Path(pred_root), split), _label_folder(Path(gt_root), split)
     names = sorted(p.stem for p in (gt_dir / "label1").iterdir()

@@ -1,0 +1,148 @@
+"""When does text help? Caption ablation helpers: chapter 07 (caption ablation).
+
+Chapter 07 swaps the captions a trained TextSCD reads (oracle, noisy, shuffled, empty) and asks whether
+its maps change, and whether they get better where only a caption can tell. The predictions themselves
+come from `textscd_lib.engine.predictions` (:func:`~textscd_lib.engine.predictions.predict_maps`,
+:func:`~textscd_lib.engine.predictions.text_features_for`, shared with chapter 06); this module measures them:
+
+- :func:`caption_quality` — how well a caption set names the true transitions (coverage, precision).
+- :func:`changed_pixels_differ` — how much a caption swap moves a model's output.
+- :func:`ambiguous_masks` / :func:`ambiguity_errors` — the pixels of mini-SECOND that only a caption can
+  resolve, and how a model does on them.
+- :func:`tgi_text_effect` — how much the caption moves the TGI output, eq. (7).
+- :func:`ablation_row` — one row of the chapter's table: Table 1's metrics, caption quality and the
+  ambiguous-pixel errors of one set of predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from textscd_lib.analysis.caption_errors import classes_mentioned
+from textscd_lib.data.second import CLASSES
+from textscd_lib.engine.predictions import map_scores
+from textscd_lib.metrics import to_numpy
+
+
+def changed_pixels_differ(a: Mapping[str, tuple], b: Mapping[str, tuple]) -> float:
+    """Fraction of pixels (both dates) where two sets of predictions differ — how much the caption moves a
+    model's output (chapter 07: 0 means TextSCD ignores its text)."""
+    diff = sum(int((to_numpy(a[n][k]) != to_numpy(b[n][k])).sum()) for n in a for k in (0, 1))
+    total = sum(to_numpy(a[n][k]).size for n in a for k in (0, 1))
+    return diff / max(total, 1)
+
+
+def ambiguous_masks(label1, label2, record: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of one mini-SECOND pair whose class only a caption can tell (chapter 07): where the scene log's
+    ``ambiguous`` entry drew two classes (e.g. low vegetation / tree) with one texture — the changed pixels
+    whose date-1 (mask 1) or date-2 (mask 2) class is one of the two and the other date's is not."""
+    l1, l2 = to_numpy(label1), to_numpy(label2)
+    m1 = np.zeros(l1.shape, bool)
+    m2 = np.zeros(l1.shape, bool)
+    for amb in record.get("ambiguous", []):
+        idx = [CLASSES.index(c) for c in amb["classes"]]
+        in1, in2 = np.isin(l1, idx), np.isin(l2, idx)
+        changed = l1 > 0
+        m1 |= changed & in1 & ~in2
+        m2 |= changed & in2 & ~in1
+    return m1, m2
+
+
+def ambiguity_errors(names: Sequence[str], preds: Mapping[str, tuple], labels: Mapping[str, tuple],
+                     scene_log: Mapping[str, Mapping]) -> dict[str, float]:
+    """How a model does on the pixels only a caption can resolve (chapter 07), pooled over ``names``:
+    ``pixels`` (ambiguous date-pixels), ``class_error`` (detected as changed but the ambiguous date's class
+    wrong), ``partner_confusion`` (that class swapped for its look-alike partner) and ``miss``."""
+    n = wrong = partner = missed = 0
+    for name in names:
+        rec = scene_log.get(name, {})
+        if not rec.get("ambiguous"):
+            continue
+        l1, l2 = (to_numpy(x).astype(np.int64) for x in labels[name])
+        p1, p2 = (to_numpy(x).astype(np.int64) for x in preds[name])
+        pairs = [[CLASSES.index(c) for c in a["classes"]] for a in rec["ambiguous"]]
+        for m, p, lab in zip(ambiguous_masks(l1, l2, rec), (p1, p2), (l1, l2)):
+            if not m.any():
+                continue
+            pm, lm = p[m], lab[m]
+            n += int(m.sum())
+            missed += int((pm == 0).sum())
+            wrong += int(((pm > 0) & (pm != lm)).sum())
+            for a, b in pairs:
+                partner += int((((lm == a) & (pm == b)) | ((lm == b) & (pm == a))).sum())
+    detected = n - missed  # class errors are rates among the detected pixels: NaN when none was detected
+    return {"pixels": n, "class_error": wrong / detected if detected else float("nan"),
+            "partner_confusion": partner / detected if detected else float("nan"),
+            "miss": missed / n if n else float("nan")}
+
+
+def tgi_text_effect(model, x1, x2, texts: Mapping[str, tuple], reference: str = "empty") -> pd.DataFrame:
+    """How much the caption moves the fused features at each TGI level (chapter 07, eq. (7)), on one batch,
+    for each caption set in ``texts`` (name → ``(F_text, mask)``). Columns ``("TGI adds", level)`` =
+    ``‖F_o − F_diff‖ / ‖F_diff‖`` and ``("vs <reference>", level)`` = ``‖F_o − F_o(reference)‖ / ‖F_diff‖``.
+    The second is the part that depends on *what the caption says*: near 0, the text is ignored even when
+    the TGI adds a large (caption-independent) term."""
+
+    if not getattr(model, "uses_text", False):
+        raise ValueError("tgi_text_effect needs a TextSCD model (Baseline has no TGI)")
+    if reference not in texts:
+        raise ValueError(f"reference caption set {reference!r} not among {sorted(texts)}")
+    rows = []
+    with torch.no_grad():
+        f1, f2 = model.encoder(x1, x2)
+        for i, (a, b) in enumerate(zip(f1, f2)):
+            if str(i) not in model.tgi:
+                continue
+            F_diff = model.fuse[i](a, b)  # eq. (6)
+            F_o = {name: model.tgi[str(i)](F_diff, *ft) for name, ft in texts.items()}  # eq. (7)
+            norm = F_diff.norm().clamp_min(1e-12)
+            for name, f in F_o.items():
+                rows.append({"captions": name, "level": i, "TGI adds": float((f - F_diff).norm() / norm),
+                             f"vs {reference}": float((f - F_o[reference]).norm() / norm)})
+    return pd.DataFrame(rows).pivot(index="captions", columns="level")
+
+
+def caption_quality(labels: Mapping[str, tuple], captions: Mapping[str, str]) -> dict[str, float]:
+    """How good a caption set is against the truth (chapter 07), pooled over the tiles of ``labels``:
+    ``coverage`` = share of changed pixels whose transition the caption names (both classes),
+    ``precision`` = share of the classes a caption names that really take part in a change of its tile,
+    ``quality`` = their harmonic mean (0 for empty captions)."""
+    covered = changed = named = named_right = 0
+    for name, (l1, l2) in labels.items():
+        l1, l2 = to_numpy(l1).astype(np.int64), to_numpy(l2).astype(np.int64)
+        found = classes_mentioned(captions.get(name, ""))
+        code = l1 * len(CLASSES) + l2
+        codes, counts = np.unique(code[l1 > 0], return_counts=True)
+        present = {CLASSES[k] for c in codes for k in divmod(int(c), len(CLASSES))}
+        for c, n in zip(codes, counts):
+            a, b = divmod(int(c), len(CLASSES))
+            covered += int(n) * (CLASSES[a] in found and CLASSES[b] in found)
+            changed += int(n)
+        named += len(found)
+        named_right += len(found & present)
+    cov = covered / changed if changed else float("nan")
+    prec = named_right / named if named else 0.0
+    quality = 2 * cov * prec / (cov + prec) if cov + prec > 0 else 0.0
+    return {"coverage": cov, "precision": prec, "quality": quality}
+
+
+def ablation_row(preds: Mapping[str, tuple], labels: Mapping[str, tuple], scene_log: Mapping[str, Mapping],
+                 caption_texts: Mapping[str, str] | None = None, **columns) -> dict:
+    """One row of chapter 07's ablation table for one set of predictions (``{pair: (map1, map2)}``):
+    ``columns`` as given (experiment, model, captions, ...), then — when ``caption_texts`` is given — the
+    measured quality of those captions (:func:`caption_quality` as ``caption quality``, ``coverage``,
+    ``precision``), then F_scd, mIoU, OA, SeK (:func:`textscd_lib.engine.predictions.map_scores`) and the errors on
+    the ambiguous pixels (:func:`ambiguity_errors`) as ``amb. <key>``. Pass column names with spaces as
+    ``**{"nominal quality": 1.0}``."""
+
+    row = dict(columns)
+    if caption_texts is not None:
+        q = caption_quality({n: labels[n] for n in preds}, caption_texts)
+        row.update({"caption quality": q["quality"], "coverage": q["coverage"], "precision": q["precision"]})
+    row.update(map_scores(preds, labels))
+    row.update({f"amb. {k}": v for k, v in ambiguity_errors(list(preds), preds, labels, scene_log).items()})
+    return row

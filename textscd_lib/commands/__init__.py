@@ -1,1 +1,0 @@
-"""CLI subcommand groups; each module has ``register(subparsers)``."""

@@ -1,0 +1,105 @@
+"""Run folders and the record of offline substitutes (every chapter; the runner writes `run.json`).
+
+A *run* is one execution of the notebook series: ``results/<run>/`` holds ``run.json``, ``executed/``,
+``figures/``, ``metrics/``, ``checkpoints/`` and the artefacts chapters share (captions, text features).
+Chapters never share hidden state: they share files under the run folder.
+
+Whenever an offline stand-in replaces a part of the paper's setting (synthetic data instead of SECOND, MiniLM
+instead of CLIP, oracle captions instead of Gemini, random instead of ImageNet weights), the code that makes
+that choice calls :func:`record_substitute`, and the runner copies the record into ``run.json``.
+
+Each substitute is *shown* exactly once, by whoever faces the reader: a chapter prints
+``"\n".join(substitute_lines(RUN_PATH))`` in one visible cell, and the ``textscd`` command line shows the INFO
+line that :func:`record_substitute` logs (its logging is set to INFO on stderr). The library itself logs at
+INFO only, so nothing is said twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+from textscd_lib.common.io import atomic_write_json
+from textscd_lib.common.paths import results_root
+
+log = logging.getLogger(__name__)
+
+SUBSTITUTES_FILE = "substitutes.json"
+
+
+def is_fast() -> bool:
+    """True when ``TEXTSCD_FAST=1``: every size shrinks so that tests run in seconds."""
+    return os.environ.get("TEXTSCD_FAST", "") not in ("", "0", "false", "False")
+
+
+def run_dir(run: str, root: str | Path | None = None) -> Path:
+    """``<results root>/<run>/`` (created), with its standard sub-folders; ``root`` as in
+    :func:`textscd_lib.common.paths.results_root`."""
+    if not run or "/" in run or run.startswith("."):
+        raise ValueError(f"invalid run name {run!r}: use a plain folder name such as 'demo'")
+    d = results_root(root) / run
+    for sub in ("executed", "figures", "metrics"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def record_substitute(run_path: str | Path, part: str, used: str, instead_of: str, why: str) -> str:
+    """Record that ``used`` stands in for ``instead_of`` (the paper's choice) in this run, and say so.
+
+    Returns the one-line message and logs it at INFO (the CLI shows it on stderr; a notebook shows the run's
+    lines once, with :func:`substitute_lines`). Idempotent per ``part``: recording it again replaces it."""
+    run_path = Path(run_path)
+    record = read_substitutes(run_path)
+    record[part] = {"used": used, "instead_of": instead_of, "why": why}
+    atomic_write_json(run_path / SUBSTITUTES_FILE, record)
+    msg = _line(part, record[part])
+    log.info(msg)  # INFO: the CLI shows it; notebooks print substitute_lines() once instead
+    return msg
+
+
+def record_substitute_line(run_path: str | Path, part: str, line: str) -> str:
+    """Record a module's own ``"X instead of Y (why)"`` line (``model.substitutes``, a text encoder's
+    ``.substitute``) as ``part``'s substitute (the trainer, chapter 05)."""
+    m = re.match(r"^(.*) instead of (.*) \(([^()]*)\)$", line)
+    if m:
+        return record_substitute(run_path, part, m.group(1), m.group(2), m.group(3))
+    m = re.match(r"^(.*) instead of (.*)$", line)
+    used, instead = (m.group(1), m.group(2)) if m else (line, "?")
+    return record_substitute(run_path, part, used, instead, "offline")
+
+
+def clear_substitute(run_path: str | Path, part: str) -> None:
+    """Forget ``part``'s substitute: the paper's choice is used for it now (say, ``DATA_ROOT`` names SECOND in
+    a run folder that once ran on mini-SECOND). A no-op when nothing was recorded for it."""
+    record = read_substitutes(run_path)
+    if record.pop(part, None) is not None:
+        atomic_write_json(Path(run_path) / SUBSTITUTES_FILE, record)
+        log.info("run %s: %s is no longer a substitute", Path(run_path).name, part)
+
+
+def reset_substitutes(run_path: str | Path) -> None:
+    """Start a run's record afresh (the runner does it before a whole series, so stale parts never linger)."""
+    (Path(run_path) / SUBSTITUTES_FILE).unlink(missing_ok=True)
+
+
+def _line(part: str, rec: dict) -> str:
+    return f"OFFLINE SUBSTITUTE [{part}]: using {rec['used']} instead of {rec['instead_of']} ({rec['why']})"
+
+
+def substitute_lines(run_path: str | Path) -> list[str]:
+    """Every substitute recorded in this run, one printable line each: every chapter prints
+    ``"\n".join(substitute_lines(RUN_PATH))`` once, after its own parts are recorded."""
+    return [_line(part, rec) for part, rec in read_substitutes(run_path).items()]
+
+
+def read_substitutes(run_path: str | Path) -> dict:
+    f = Path(run_path) / SUBSTITUTES_FILE
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not valid JSON ({e}); delete it and rerun") from e

@@ -1,0 +1,2 @@
+"""Course: the papermill series runner (``textscd run``) and the environment report (chapter 00).
+"""

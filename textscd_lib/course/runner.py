@@ -1,0 +1,228 @@
+"""The papermill series runner: ``textscd run`` (all chapters).
+
+Executes ``notebooks/NN_*.ipynb`` in order with papermill, passes each notebook the run's parameters that
+its ``parameters`` cell declares, writes executed copies to ``results/<run>/executed/`` and a ``run.json``
+(parameters, git commit, versions, device, wall time per notebook, offline substitutes used).
+
+papermill only *warns* on unknown parameters; here a parameter that no selected notebook declares is an
+error, and a failing notebook stops the run naming the notebook and the cell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textscd_lib.common.io import atomic_write_json
+from textscd_lib.common.paths import HOME_ENV, RESULTS_ENV, home
+from textscd_lib.common.runs import read_substitutes, reset_substitutes, run_dir
+from textscd_lib.course import env
+
+log = logging.getLogger(__name__)
+
+# Set by the runner itself, declared by every notebook.
+RUNNER_PARAMETERS = ("RUN", "FAST")
+
+
+class RunError(RuntimeError):
+    """A run that cannot start (bad parameters) or a notebook that failed."""
+
+
+@dataclass
+class RunReport:
+    run: str
+    path: Path
+    notebooks: list[dict] = field(default_factory=list)
+    status: str = "running"
+
+
+def list_notebooks(only: list[str] | None = None, folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks, in order; ``only`` keeps those whose number is listed (e.g. ["03", "04"])."""
+    folder = folder or home() / "notebooks"
+    books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {o.strip().zfill(2) for o in only if o.strip()}
+        unknown = wanted - {p.name[:2] for p in books}
+        if unknown:
+            raise RunError(f"--only names notebooks that do not exist: {sorted(unknown)}; "
+                           f"have {[p.name[:2] for p in books]}")
+        books = [p for p in books if p.name[:2] in wanted]
+    if not books:
+        raise RunError(f"no notebooks found in {folder}")
+    return books
+
+
+def declared_parameters(notebook: Path) -> dict[str, str]:
+    """The names a notebook's ``parameters`` cell assigns at top level, with their source text.
+
+    Read with Python's ``ast`` rather than ``papermill.inspect_notebook``: papermill's line parser silently
+    drops lines it cannot parse (an expression such as ``FAST = os.environ.get(...) == "1"``, or a comment
+    holding '='), and a dropped name would never receive its parameter."""
+    import ast
+
+    import nbformat
+
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception as e:  # noqa: BLE001 - any unreadable notebook is named
+        raise RunError(f"{notebook}: not a readable notebook ({e})") from e
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise RunError(f"{notebook}: needs exactly one cell tagged 'parameters', found {len(cells)}")
+    try:
+        tree = ast.parse(cells[0].source)
+    except SyntaxError as e:
+        raise RunError(f"{notebook}: the parameters cell is not valid Python ({e})") from e
+    names: dict[str, str] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if isinstance(t, ast.Name):
+                names[t.id] = ast.get_source_segment(cells[0].source, node.value) or ""
+    return names
+
+
+def check_parameters(params: dict, declared: dict[Path, dict]) -> None:
+    known = set().union(*(set(d) for d in declared.values()))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise RunError(f"unknown parameter(s) {unknown}: no selected notebook declares them. "
+                       f"Known parameters: {sorted(known)}")
+
+
+def git_commit(root: Path) -> dict:
+    """The commit the run's code comes from, and whether the code differs from it (``dirty``): any change or
+    untracked file outside ``results/`` (run outputs, committed or not, do not make the code dirty)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=10).stdout.rstrip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    changed = [line[3:].strip('"') for line in git("status", "--porcelain").splitlines() if len(line) > 3]
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "dirty": any(not path.startswith("results/") for path in changed)}
+
+
+def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = False,
+               only: list[str] | None = None, kernel_name: str = "python3",
+               results_root: str | Path | None = None, notebooks_dir: Path | None = None) -> RunReport:
+    """Execute the notebook series; returns the report (also written to ``<results>/<run>/run.json``).
+
+    Notebooks come from ``notebooks_dir`` (default ``<home>/notebooks``, :mod:`textscd_lib.common.paths`);
+    the kernels receive ``TEXTSCD_HOME`` and ``TEXTSCD_RESULTS``, so they read and write where this call does."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    # Our own ast-based check (check_parameters) replaces papermill's line parser, whose warnings about
+    # lines it cannot parse and parameters it therefore thinks unknown would only mislead.
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    params = dict(params or {})
+    for reserved in RUNNER_PARAMETERS:
+        if reserved in params:
+            raise RunError(f"parameter {reserved} is set by the runner (use --run-name / --fast)")
+    books = list_notebooks(only, notebooks_dir)
+    declared = {b: declared_parameters(b) for b in books}
+    check_parameters(params, declared)
+
+    git = git_commit(home())  # before the run touches anything (a committed run folder is tracked)
+    out = run_dir(run_name, results_root)
+    if only is None:  # a whole series records its substitutes afresh (single chapters add to the record)
+        reset_substitutes(out)
+    previous = _read_run_json(out) if only is not None else None
+    report = RunReport(run=run_name, path=out)
+    meta = {
+        "run": run_name, "fast": fast, "parameters": params, "git": git,
+        "versions": env.versions(), "device": env.device_info(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "notebooks": report.notebooks,
+    }
+    child_env = {"TEXTSCD_FAST": "1" if fast else "0", HOME_ENV: str(home()), RESULTS_ENV: str(out.parent)}
+    old_env = {k: os.environ.get(k) for k in child_env}
+    os.environ.update(child_env)  # the kernel inherits this process's environment
+    t_all = time.perf_counter()
+    try:
+        for book in books:
+            mine = {k: v for k, v in params.items() if k in declared[book]}
+            mine.update({"RUN": run_name, "FAST": fast})
+            target = out / "executed" / book.name
+            entry = {"notebook": book.name, "parameters": mine, "status": "running"}
+            report.notebooks.append(entry)
+            log.info("running %s", book.name)
+            t0 = time.perf_counter()
+            try:
+                papermill.execute_notebook(str(book), str(target), parameters=mine, kernel_name=kernel_name,
+                                           cwd=str(book.parent), progress_bar=False, log_output=False)
+            except PapermillExecutionError as e:
+                entry.update(status="failed", seconds=round(time.perf_counter() - t0, 2),
+                             error=f"cell {e.exec_count}: {e.ename}: {e.evalue}")
+                report.status = "failed"
+                raise RunError(f"{book.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
+                               f"executed copy with the traceback: {target}") from None
+            finally:
+                meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
+                meta["status"] = report.status
+                _write_run_json(out, meta, previous)
+            entry.update(status="ok", seconds=round(time.perf_counter() - t0, 2))
+        report.status = "ok"
+    finally:
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        meta["status"] = report.status
+        meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
+        _write_run_json(out, meta, previous)
+    return report
+
+
+def _read_run_json(out: Path) -> dict | None:
+    f = out / "run.json"
+    if not f.exists():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{f}: not valid JSON ({e}); delete it or run the whole series again") from e
+
+
+def _write_run_json(out: Path, meta: dict, previous: dict | None) -> None:
+    """``run.json``. A whole series writes its own record. ``--only`` re-executes some chapters of an existing
+    run: their entries replace the old ones, the other chapters' entries and the series' parameters stay, and
+    the re-execution is listed under ``reruns`` (its parameters, commit, time)."""
+    meta = {**meta, "substitutes": read_substitutes(out)}
+    if previous is None:
+        atomic_write_json(out / "run.json", meta)
+        return
+    redone = {e["notebook"] for e in meta["notebooks"]}
+    kept = [e for e in previous.get("notebooks", []) if e.get("notebook") not in redone]
+    rerun = {k: meta[k] for k in ("parameters", "git", "versions", "device", "started", "status", "total_seconds")
+             if k in meta}
+    rerun["notebooks"] = sorted(redone)
+    reruns = [r for r in previous.get("reruns", []) if r.get("started") != rerun["started"]] + [rerun]
+    notebooks = sorted(kept + meta["notebooks"], key=lambda e: e["notebook"])
+    statuses = {e.get("status") for e in notebooks}
+    status = "ok" if statuses == {"ok"} else "failed" if "failed" in statuses else meta["status"]
+    atomic_write_json(out / "run.json", {**previous, "notebooks": notebooks, "substitutes": meta["substitutes"],
+                                         "reruns": reruns, "status": status})
+
+
+def load_params_file(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RunError(f"{path}: cannot read parameters ({e})") from e
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: parameters must be a mapping NAME: value, got {type(data).__name__}")
+    return data
