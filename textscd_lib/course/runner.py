@@ -133,7 +133,8 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     declared = {b: declared_parameters(b) for b in books}
     check_parameters(params, declared)
 
-    git = git_commit(home())  # before the run touches anything (a committed run folder is tracked)
+    # the commit of the notebooks that run (and of the library beside them), before the run touches anything
+    git = git_commit(books[0].parent.resolve())
     out = run_dir(run_name, results_root)
     if only is None:  # a whole series records its substitutes afresh (single chapters add to the record)
         reset_substitutes(out)
