@@ -1,7 +1,7 @@
 """Semantic change detection metrics: OA, mIoU, SeK, F_scd (chapter 06; used for validation in chapter 05).
 
 Every number comes from ONE 7×7 confusion matrix ``H`` over both dates' maps of every pair (the SECOND
-reference protocol, REFERENCE §2): ``H[p, g]`` counts pixels predicted ``p`` with ground truth ``g``, summed
+reference protocol, docs/facts.md#metrics): ``H[p, g]`` counts pixels predicted ``p`` with ground truth ``g``, summed
 over pred1 vs label1 and pred2 vs label2. Class 0 is "unchanged".
 
 - OA    = trace(H) / sum(H)
@@ -59,7 +59,7 @@ def _count(counts: torch.Tensor, idx: torch.Tensor) -> None:
 
 
 class SCDConfusion:
-    """The 7×7 confusion matrix ``H[pred, gt]`` over both dates (chapter 06, REFERENCE §2).
+    """The 7×7 confusion matrix ``H[pred, gt]`` over both dates (chapter 06, docs/facts.md#metrics).
 
     ``update`` takes torch tensors (any device) or numpy arrays of any batch shape; the counts stay on the
     device of the first update until ``.matrix`` or ``.scores()`` is read."""
@@ -121,7 +121,7 @@ def _div(num: float, den: float) -> float:
 
 
 def scores_from_confusion(H) -> dict:
-    """OA, mIoU, SeK, F_scd and their parts from a 7×7 confusion matrix H[pred, gt] (chapter 06, REFERENCE §2).
+    """OA, mIoU, SeK, F_scd and their parts from a 7×7 confusion matrix H[pred, gt] (chapter 06, docs/facts.md#metrics).
 
     Returns fractions (papers print ×100). Keys: OA, mIoU, SeK, F_scd, IoU_nc, IoU_c, kappa, P_scd, R_scd,
     pixels, per_class_IoU (dict by class name), nan_reasons (dict metric -> why it is NaN; empty when none)."""

@@ -7,7 +7,7 @@ Everything here works on *index maps* (H×W, values 0..6, 0 = unchanged; `textsc
   predicted), right change / wrong class. The paper (§4.2, Fig. 4) claims TGI "mitigates false
   detections and omissions": these maps count exactly those.
 - :func:`tile_scores` / :func:`worst_tiles` — SeK and F_scd of every tile from a per-tile confusion
-  matrix (`textscd_lib.metrics`, REFERENCE §2: SeK = κ·exp(IoU_c)/e).
+  matrix (`textscd_lib.metrics`, docs/facts.md#metrics: SeK = κ·exp(IoU_c)/e).
 - :func:`fix_cause_map` — where TextSCD fixes or causes errors compared with Baseline, pixel by pixel.
 - :func:`table1` — Table 1 in the paper's format, the paper's rows labelled as the paper's (SECOND)
   beside ours (labelled with the dataset and the run).
@@ -43,7 +43,7 @@ ERROR_COLORS = np.array([[255, 255, 255], [60, 60, 60], [255, 0, 255], [0, 220, 
 def error_map(pred1, pred2, label1, label2) -> np.ndarray:
     """Per-pixel error category of one pair (chapter 06), uint8 with values in :data:`ERROR_CATEGORIES`.
 
-    A pixel is *changed* in the truth when ``label1 > 0`` (REFERENCE §1) and *predicted changed* when
+    A pixel is *changed* in the truth when ``label1 > 0`` (docs/facts.md#the-second-dataset) and *predicted changed* when
     ``pred1 > 0`` or ``pred2 > 0``:
 
     - correct unchanged: truth unchanged, predicted unchanged;
@@ -97,7 +97,7 @@ def tile_scores(names: Sequence[str], preds: Mapping[str, tuple], labels: Mappin
     """SeK, F_scd, mIoU, OA and error-category fractions of every tile (chapter 06).
 
     ``preds[name]`` and ``labels[name]`` are ``(map1, map2)`` index maps. Scores come from one confusion
-    matrix per tile (`textscd_lib.metrics.SCDConfusion`, REFERENCE §2), as fractions (×100 for tables).
+    matrix per tile (`textscd_lib.metrics.SCDConfusion`, docs/facts.md#metrics), as fractions (×100 for tables).
     """
 
     rows = []
@@ -147,7 +147,7 @@ def fix_cause_map(base: tuple, text: tuple, label: tuple) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # Table 1
 # --------------------------------------------------------------------------------------------------
-# REFERENCE §4 — the paper's Table 1 (SECOND val split, ×100).
+# docs/facts.md#the-papers-numbers — the paper's Table 1 (SECOND val split, ×100).
 PAPER_TABLE1: tuple[tuple[str, float, float, float, float], ...] = (
     ("HRSCD-S4", 57.04, 69.94, 85.97, 16.72),
     ("SCDNet", 59.34, 71.28, 86.57, 19.26),

@@ -95,7 +95,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("evaluate", help="score predicted maps (SECOND layout) against ground truth",
                        description="OA, mIoU, SeK, F_scd from one 7×7 confusion matrix over both dates "
-                       "(REFERENCE §2). PRED_ROOT and GT_ROOT hold label1/ and label2/ (RGB or index "
+                       "(docs/facts.md#metrics). PRED_ROOT and GT_ROOT hold label1/ and label2/ (RGB or index "
                        "PNGs), directly or under <split>/.")
     p.add_argument("--pred", required=True, metavar="PRED_ROOT", help="predicted maps")
     p.add_argument("--gt", required=True, metavar="GT_ROOT", help="ground truth (SECOND layout)")

@@ -6,7 +6,7 @@ is loaded into RAM as a whole). The cache key hashes the file names, sizes and m
 cache is rebuilt, and the rebuild runs the same per-pair checks as ``textscd data validate``
 (:func:`textscd_lib.data.validate.check_pair`), so training never starts on bad data.
 
-Augmentation follows the SECOND reference protocol (REFERENCE §1): rot90 with p = 0.5, then one of
+Augmentation follows the SECOND reference protocol (docs/facts.md#the-second-dataset): rot90 with p = 0.5, then one of
 {none, v-flip, h-flip, both} with p = 0.25 each, identical on both images and both labels; no colour jitter.
 """
 

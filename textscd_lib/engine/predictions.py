@@ -8,7 +8,7 @@ split for any caption set they like and keep the index maps in memory:
 - :func:`text_features_for` — the `TextFeatures` of a caption set (the run's cache, or built once).
 - :func:`lazy_text_encoder` — the frozen text encoder, loaded only when a caption set is not cached yet.
 - :func:`map_confusion` / :func:`map_scores` — one 7×7 confusion over a set of maps, and Table 1's four
-  numbers from it (`textscd_lib.metrics`, REFERENCE §2).
+  numbers from it (`textscd_lib.metrics`, docs/facts.md#metrics).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def predict_maps(model, dataset, text_features=None, device="cpu", batch_size: i
 
 def map_confusion(preds: Mapping[str, tuple], labels: Mapping[str, tuple], names: Sequence[str] | None = None):
     """One `SCDConfusion` (7×7, both dates) summed over the pairs ``names`` (default: every pair of ``preds``)
-    — the matrix all four of Table 1's numbers come from (chapters 06, 07; REFERENCE §2)."""
+    — the matrix all four of Table 1's numbers come from (chapters 06, 07; docs/facts.md#metrics)."""
 
     conf = SCDConfusion()
     for n in preds if names is None else names:

@@ -1,7 +1,7 @@
 """The trainer: Baseline or TextSCD on SECOND / mini-SECOND (chapter 05; validation metrics of chapter 06).
 
 The default of :class:`TrainConfig` is the paper's recipe (§4.1: SGD lr 0.1, momentum 0.9, weight decay 5e-4,
-batch 8, 512² = native size) with the SECOND reference protocol's (REFERENCE §3) per-iteration poly decay
+batch 8, 512² = native size) with the SECOND reference protocol's (docs/facts.md#training-protocol) per-iteration poly decay
 lr·(1 − it/total)^1.5, 50 epochs and best checkpoint by val F_scd. Loss: eq. (12) plus the lineage's semantic CE (``textscd_lib.models.losses``).
 
 On CUDA the fast path is on by default: bf16 autocast, channels_last, text features computed once
@@ -109,7 +109,7 @@ class TrainConfig:
 
 
 def poly_lr(base: float, it: int, total: int, power: float) -> float:
-    """Per-iteration poly decay lr·(1 − it/total)^power (REFERENCE §3, chapter 05)."""
+    """Per-iteration poly decay lr·(1 − it/total)^power (docs/facts.md#training-protocol, chapter 05)."""
     return base * max(0.0, 1.0 - it / max(total, 1)) ** power
 
 

@@ -1,6 +1,6 @@
 """Losses of TextSCD, eq. (9)-(12), plus the semantic cross-entropy of the SECOND lineage (chapter 05).
 
-Total (REFERENCE §3): ``L = 0.5 CE_1 + 0.5 CE_2 + L_bce + L_dice + L_sim``. The paper's eq. (12) lists
+Total (docs/facts.md#losses): ``L = 0.5 CE_1 + 0.5 CE_2 + L_bce + L_dice + L_sim``. The paper's eq. (12) lists
 dice + BCE + sim; the two semantic heads also need the lineage's CE (Bi-SRNet, SCanNet), which ignores
 class 0 so that only changed pixels supervise the semantic maps.
 """
@@ -27,7 +27,7 @@ def bce_loss(change_logits: torch.Tensor, target: torch.Tensor, weighted: bool =
              weight_pos: float = 0.25, weight_neg: float = 0.75) -> torch.Tensor:
     """eq. (10): binary cross-entropy of the change map (chapter 05).
 
-    ``weighted=True`` (the reference choice, REFERENCE §3): ``0.25 x mean over changed pixels +
+    ``weighted=True`` (the reference choice, docs/facts.md#losses): ``0.25 x mean over changed pixels +
     0.75 x mean over unchanged pixels``, each class normalised by its own pixel count. ``weighted=False``:
     the plain mean over all N pixels of eq. (10). The paper writes log2; like every implementation we use
     the natural log (log2 only rescales the loss by 1/ln 2)."""

@@ -8,7 +8,7 @@ eq. (7): ``F_o = F_diff + CrossAttn(LN(F_diff), LN(F_text))``. Every pixel of ``
 L text tokens, linearly projected to the visual width, are keys and values. The padding mask (True = a
 real token) keeps padded tokens out of the softmax, so changing them changes nothing. Multi-head attention
 runs through ``torch.nn.functional.scaled_dot_product_attention`` (nn.MultiheadAttention cost +30-78% step
-time on an H100, SDPA +13%, REFERENCE §5). With ``return_attention=True`` the softmax weights are
+time on an H100, SDPA +13%, docs/facts.md#speed-anchors). With ``return_attention=True`` the softmax weights are
 computed explicitly (for visualisation only; same result).
 """
 
