@@ -115,3 +115,30 @@ def test_count_parameters_and_substitutes(models):
     assert models["baseline"].substitutes and "random init" in models["baseline"].substitutes[0]
     with pytest.raises(ValueError, match="unknown model kind"):
         build_model("bisrnet")
+
+
+@pytest.mark.parametrize("tail", ["narrow", "stride4"])
+def test_every_decoder_tail_gives_full_resolution_logits_and_is_cheaper_than_the_paper_tail(tail):
+    torch.manual_seed(0)
+    paper = build_model("textscd", text_dim=D, weights=None, width=32, heads=4)
+    other = build_model("textscd", text_dim=D, weights=None, width=32, heads=4, tail=tail)
+    x = torch.randn(2, 3, 96, 160)
+    with torch.no_grad():
+        out = other.train()(x, x.flip(-1), *text(2))
+    assert out["sem1"].shape == (2, 7, 96, 160) and out["change"].shape == (2, 1, 96, 160)
+    assert count_parameters(other)[0] < count_parameters(paper)[0]
+    assert not any(n.startswith(("sem_decoder.final_up", "sem_decoder.out_norm")) for n, _ in other.named_parameters())
+
+
+def test_the_paper_tail_is_the_default_and_draws_the_same_initial_weights():
+    torch.manual_seed(3)
+    default = build_model("baseline", text_dim=D, weights=None, width=32).state_dict()
+    torch.manual_seed(3)
+    paper = build_model("baseline", text_dim=D, weights=None, width=32, tail="paper").state_dict()
+    assert list(default) == list(paper) and all(torch.equal(default[k], paper[k]) for k in default)
+    assert "sem_decoder.out_norm.0.weight" in default  # the paper tail's full-size BatchNorm
+
+
+def test_an_unknown_decoder_tail_is_named():
+    with pytest.raises(ValueError, match="unknown decoder tail 'wide'"):
+        build_model("baseline", weights=None, tail="wide")

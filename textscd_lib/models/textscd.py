@@ -12,7 +12,13 @@ Architecture decisions (the paper leaves them open; each is one line to change):
   decoder and classifier weights; the change branch has its own.
 * Decoder, eq. (8): ``p_i <- Deconv4x4(Conv1x1(p_{i+1})) + p_i`` from stride 32 to stride 4, then two more
   ``Deconv4x4(Conv1x1(.))`` steps (halving the width, no skip) to full resolution, then a 3x3 classifier.
-  Conv1x1 here is conv + BatchNorm + ReLU.
+  Conv1x1 here is conv + BatchNorm + ReLU. This is ``tail="paper"``, the default.
+* The decoder tail (everything after stride 4) is a build option, ``tail`` (:data:`TAILS`):
+  ``"paper"`` as above (two deconvolution stages 128->64->32 at 256^2 and 512^2, BatchNorm + ReLU at full
+  size, 3x3 classifier); ``"narrow"``: Conv1x1 to ``tail_width`` (16) channels at stride 4, bilinear x4 to
+  full size, 3x3 classifier there (still the paper's words: "after upsampling to the original resolution,
+  a 3x3 convolution"); ``"stride4"``: the 3x3 classifier on the stride-4 map, logits upsampled bilinearly
+  (the reference protocol's habit; labelled a variant, it is not the paper's wording).
 * Baseline (the paper's "Baseline" row) is the same module built by the same function with the
   cross-attention removed (``F_o = F_diff``); it takes the same call and ignores the text.
 
@@ -31,6 +37,8 @@ from textscd_lib.models.tgi import TGI, BitemporalMLP
 NUM_CLASSES = 7
 TGI_LEVELS = (1, 2, 3)
 KINDS = ("textscd", "baseline")
+TAILS = ("paper", "narrow", "stride4")
+TAIL_WIDTH = 16
 
 
 def conv1x1(cin: int, cout: int) -> nn.Sequential:
@@ -39,20 +47,34 @@ def conv1x1(cin: int, cout: int) -> nn.Sequential:
 
 class Decoder(nn.Module):
     """The simple decoder of eq. (8) (chapter 04): top-down ``p_i <- Deconv4x4(Conv1x1(p_{i+1})) + p_i``
-    over ``levels`` maps of equal width, then ``final_steps`` upsamplings x2 (width halved each time)."""
+    over ``levels`` maps of equal width, then the tail to full resolution (module docstring, :data:`TAILS`):
+    ``"paper"``: ``final_steps`` upsamplings x2 (width halved each time) + BatchNorm + ReLU; ``"narrow"``:
+    Conv1x1 to ``tail_width`` then bilinear to full size; ``"stride4"``: the stride-4 map itself
+    (``upsample_logits`` tells the model to upsample the classifier's logits instead)."""
 
-    def __init__(self, width: int, levels: int = 4, final_steps: int = 2) -> None:
+    def __init__(self, width: int, levels: int = 4, final_steps: int = 2, tail: str = "paper",
+                 tail_width: int = TAIL_WIDTH) -> None:
         super().__init__()
+        if tail not in TAILS:
+            raise ValueError(f"unknown decoder tail {tail!r}; expected one of {TAILS}")
+        self.tail = tail
+        self.upsample_logits = tail == "stride4"
         self.lateral_up = nn.ModuleList(
             nn.Sequential(conv1x1(width, width), nn.ConvTranspose2d(width, width, 4, stride=2, padding=1))
             for _ in range(levels - 1))
-        widths = [width // 2 ** s for s in range(final_steps + 1)]
-        self.final_up = nn.ModuleList(
-            nn.Sequential(conv1x1(widths[s], widths[s + 1]),
-                          nn.ConvTranspose2d(widths[s + 1], widths[s + 1], 4, stride=2, padding=1))
-            for s in range(final_steps))
-        self.out_norm = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True))
-        self.out_dim = widths[-1]
+        if tail == "paper":  # built in this order so that the default's initial weights never change
+            widths = [width // 2 ** s for s in range(final_steps + 1)]
+            self.final_up = nn.ModuleList(
+                nn.Sequential(conv1x1(widths[s], widths[s + 1]),
+                              nn.ConvTranspose2d(widths[s + 1], widths[s + 1], 4, stride=2, padding=1))
+                for s in range(final_steps))
+            self.out_norm = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True))
+            self.out_dim = widths[-1]
+        elif tail == "narrow":
+            self.narrow = conv1x1(width, tail_width)
+            self.out_dim = tail_width
+        else:
+            self.out_dim = width
 
     def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         p = feats[-1]
@@ -61,6 +83,10 @@ class Decoder(nn.Module):
             if up.shape[-2:] != feats[i].shape[-2:]:  # sizes that are not multiples of 32
                 up = F.interpolate(up, size=feats[i].shape[-2:], mode="bilinear", align_corners=False)
             p = up + feats[i]  # eq. (8)
+        if self.tail == "stride4":
+            return p
+        if self.tail == "narrow":
+            return F.interpolate(self.narrow(p), size=tuple(size), mode="bilinear", align_corners=False)
         for step in self.final_up:
             p = step(p)
         if p.shape[-2:] != tuple(size):
@@ -75,11 +101,13 @@ class TextSCD(nn.Module):
     """
 
     def __init__(self, kind: str = "textscd", text_dim: int = 512, weights="auto", width: int = 128,
-                 heads: int = 8, zero_init_tgi: bool = False) -> None:
+                 heads: int = 8, zero_init_tgi: bool = False, tail: str = "paper") -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
-        self.kind, self.text_dim, self.width = kind, text_dim, width
+        if tail not in TAILS:
+            raise ValueError(f"unknown decoder tail {tail!r}; expected one of {TAILS}")
+        self.kind, self.text_dim, self.width, self.tail = kind, text_dim, width, tail
         self.encoder = SiameseResNet34(weights)
         self.substitute = self.encoder.substitute
         self.substitutes = [s for s in [self.encoder.substitute] if s]
@@ -87,8 +115,8 @@ class TextSCD(nn.Module):
         self.tgi = (nn.ModuleDict({str(i): TGI(width, text_dim, heads, zero_init=zero_init_tgi)
                                    for i in TGI_LEVELS}) if kind == "textscd" else None)  # eq. (7)
         self.sem_in = nn.ModuleList(conv1x1(c + width, width) for c in CHANNELS)
-        self.sem_decoder = Decoder(width)
-        self.change_decoder = Decoder(width)
+        self.sem_decoder = Decoder(width, tail=tail)
+        self.change_decoder = Decoder(width, tail=tail)
         self.sem_head = nn.Conv2d(self.sem_decoder.out_dim, NUM_CLASSES, 3, padding=1)
         self.change_head = nn.Conv2d(self.change_decoder.out_dim, 1, 3, padding=1)
 
@@ -110,6 +138,13 @@ class TextSCD(nn.Module):
             F_o.append(f)
         return (F_o, attention) if return_attention else F_o
 
+    def _classify(self, head: nn.Module, p: torch.Tensor, size) -> torch.Tensor:
+        """The 3x3 classifier; with ``tail="stride4"`` its logits are upsampled bilinearly to ``size``."""
+        logits = head(p)
+        if logits.shape[-2:] != tuple(size):
+            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        return logits
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, F_text: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, return_attention: bool = False) -> dict[str, torch.Tensor]:
         if self.uses_text:
@@ -125,8 +160,8 @@ class TextSCD(nn.Module):
         b = x1.shape[0]
         sem_feats = [self.sem_in[i](torch.cat([torch.cat([f1, f2], 0), torch.cat([fo, fo], 0)], 1))
                      for i, (f1, f2, fo) in enumerate(zip(feats1, feats2, F_o))]
-        sem = self.sem_head(self.sem_decoder(sem_feats, size))  # both dates in one batch, shared weights
-        change = self.change_head(self.change_decoder(F_o, size))
+        sem = self._classify(self.sem_head, self.sem_decoder(sem_feats, size), size)  # both dates, shared weights
+        change = self._classify(self.change_head, self.change_decoder(F_o, size), size)
         out = {"sem1": sem[:b], "sem2": sem[b:], "change": change}
         if return_attention:
             out["attention"] = attention
@@ -134,11 +169,12 @@ class TextSCD(nn.Module):
 
 
 def build_model(kind: str = "textscd", text_dim: int = 512, weights="auto", width: int = 128,
-                heads: int = 8, zero_init_tgi: bool = False) -> TextSCD:
+                heads: int = 8, zero_init_tgi: bool = False, tail: str = "paper") -> TextSCD:
     """TextSCD or Baseline, built the same way (chapters 04, 05). ``weights`` is the ResNet34's
-    (``"auto"``, ``"imagenet"``, ``None`` or a file); ``model.substitutes`` lists the offline stand-ins."""
+    (``"auto"``, ``"imagenet"``, ``None`` or a file); ``model.substitutes`` lists the offline stand-ins.
+    ``tail`` picks the decoders' tail after stride 4 (:data:`TAILS`, module docstring)."""
     return TextSCD(kind=kind, text_dim=text_dim, weights=weights, width=width, heads=heads,
-                   zero_init_tgi=zero_init_tgi)
+                   zero_init_tgi=zero_init_tgi, tail=tail)
 
 
 @torch.no_grad()
