@@ -17,14 +17,17 @@ nothing keeps a list of predictions. Where the definition divides by zero the sc
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from textscd_lib.data.second import CLASSES, EXTENSIONS, SecondFormatError, read_label
 
+log = logging.getLogger(__name__)
 METRIC_COLUMNS = ("F_scd", "mIoU", "OA", "SeK")  # the paper's column order; its "F1" is F_scd
 
 
@@ -241,59 +244,125 @@ class TransitionConfusion:
                  "share_of_true": n / col[g] if col[g] else float("nan")} for n, p, g in cells[:k]]
 
 
+# Prediction folders: the layouts other methods write (chapter 06; `textscd evaluate`, `textscd errors`).
+# (folder of date 1, folder of date 2, what writes it); the first that exists wins.
+PRED_LAYOUTS: tuple[tuple[str, str, str], ...] = (
+    ("label1", "label2", "SECOND layout (label1/ label2/)"),
+    ("im1", "im2", "SECOND reference protocol, index maps (im1/ im2/, as Bi-SRNet and its descendants write)"),
+    ("im1_rgb", "im2_rgb", "SECOND reference protocol, colour maps (im1_rgb/ im2_rgb/)"),
+)
+
+
+def _layout_dirs(root: Path, split: str | None, layouts) -> tuple[Path, tuple[str, str, str]]:
+    """The folder holding one of ``layouts`` (ROOT itself, ROOT/<split>, or ROOT/val, ROOT/test) and the layout."""
+    splits = [split] if split else ["val", "test"]
+    for base in (root, *(root / s for s in splits)):
+        for lay in layouts:
+            if (base / lay[0]).is_dir() and (base / lay[1]).is_dir():
+                return base, lay
+    names = " or ".join(f"{a}/ and {b}/" for a, b, _ in layouts)
+    raise SecondFormatError(f"{root}: no {names} folders (also looked in "
+                            f"{', '.join(str(root / s) for s in splits)})")
+
+
 def _label_folder(root: Path, split: str | None) -> Path:
     """The folder holding label1/ and label2/: ROOT itself, ROOT/<split>, or ROOT/val by default."""
+    return _layout_dirs(root, split, PRED_LAYOUTS[:1])[0]
 
-    if (root / "label1").is_dir():
-        return root
-    for s in ([split] if split else ["val", "test"]):
-        if (root / s / "label1").is_dir():
-            return root / s
-    raise SecondFormatError(f"{root}: no label1/ and label2/ folders (also looked in "
-                            f"{', '.join(str(root / s) for s in ([split] if split else ['val', 'test']))})")
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith(".")}
+
+
+def _size(path: Path) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - reported as unreadable by the caller
+        return None
+
+
+def match_predictions(pred_root: str | Path, gt_root: str | Path, split: str | None = None,
+                      strict: bool = False) -> dict:
+    """Pair every ground-truth tile with its predicted maps, checking the folders before anything is read
+    (chapter 06; ``textscd evaluate`` and ``textscd errors``).
+
+    ``pred_root`` may hold ``label1/ label2/``, ``im1/ im2/`` (index maps, the SECOND reference protocol's
+    prediction scripts) or ``im1_rgb/ im2_rgb/`` (colour maps) — :data:`PRED_LAYOUTS`, directly or under
+    ``<split>/``. Every problem (a missing prediction, a size that differs from the truth, an unreadable file;
+    with ``strict`` also a prediction without ground truth) becomes one line of a single ``SecondFormatError``.
+    Returns ``{"names", "gt": {name: (path1, path2)}, "pred": {...}, "layout", "pred_dirs", "extra"}``;
+    ``extra`` lists prediction files without ground truth (ignored)."""
+    pred_base, layout = _layout_dirs(Path(pred_root), split, PRED_LAYOUTS)
+    gt_dir = _label_folder(Path(gt_root), split)
+    gt = [_files(gt_dir / f) for f in ("label1", "label2")]
+    pr = [_files(pred_base / f) for f in layout[:2]]
+    names = sorted(gt[0])
+    if not names:
+        raise SecondFormatError(f"{gt_dir / 'label1'}: no label files")
+    problems = [f"{gt_dir / 'label2' / n}.png: missing (label1/{gt[0][n].name} has no twin)"
+                for n in names if n not in gt[1]]
+    extra = sorted(str(p) for d in pr for n, p in d.items() if n not in gt[0])
+    for d, folder in zip(pr, layout[:2]):
+        problems += [f"{pred_base / folder / n}.png: missing (every ground-truth pair needs a prediction)"
+                     for n in names if n not in d]
+    if strict:
+        problems += [f"{p}: extra prediction, no ground truth {gt_dir / 'label1' / Path(p).stem}.png"
+                     for p in extra]
+    for n in names:
+        if n not in gt[1] or any(n not in d for d in pr):
+            continue
+        want = _size(gt[0][n])
+        for q in (pr[0][n], pr[1][n]):
+            got = _size(q)
+            if got is None:
+                problems.append(f"{q}: unreadable or corrupt image")
+            elif want is not None and got != want:
+                problems.append(f"{q}: prediction is {got[0]}×{got[1]}, ground truth {want[0]}×{want[1]}")
+    if problems:
+        raise SecondFormatError(f"{pred_root}: predictions do not match the ground truth in {gt_dir} "
+                                f"({len(problems)} problem{'s' * (len(problems) > 1)})", problems)
+    return {"names": names, "gt": {n: (gt[0][n], gt[1][n]) for n in names},
+            "pred": {n: (pr[0][n], pr[1][n]) for n in names}, "layout": layout[2],
+            "pred_dirs": (pred_base / layout[0], pred_base / layout[1]), "extra": extra}
+
+
+def read_truth(path1: Path, path2: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Both dates' ground-truth index maps, their change masks checked to agree (chapter 06)."""
+    g = read_label(path1), read_label(path2)
+    if not np.array_equal(g[0] > 0, g[1] > 0):
+        raise SecondFormatError(f"{path1}: change masks of label1 and label2 disagree "
+                                f"in {int(((g[0] > 0) != (g[1] > 0)).sum())} pixels")
+    return g
 
 
 def score_folders(pred_root: str | Path, gt_root: str | Path, split: str | None = None,
                   transitions: bool = False) -> dict:
     """Score predicted maps stored in the SECOND layout against ground truth (chapter 06; ``textscd evaluate``).
 
-    Both roots hold ``label1/`` and ``label2/`` (directly or under ``<split>/``) with RGB or index PNGs, read
-    and validated by ``textscd_lib.data.second.read_label``. Every ground-truth pair must have a prediction; a
-    missing file, a size mismatch or a ground truth whose change masks disagree raises
-    ``SecondFormatError`` naming the file. Returns :func:`scores_from_confusion` plus ``confusion`` and
-    ``pairs``."""
-
-    pred_dir, gt_dir = _label_folder(Path(pred_root), split), _label_folder(Path(gt_root), split)
-    names = sorted(p.stem for p in (gt_dir / "label1").iterdir()
-                   if p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
-    if not names:
-        raise SecondFormatError(f"{gt_dir / 'label1'}: no label files")
-
-    def find(folder: Path, name: str) -> Path:
-        for ext in EXTENSIONS:
-            for e in (ext, ext.upper()):
-                if (folder / f"{name}{e}").is_file():
-                    return folder / f"{name}{e}"
-        raise SecondFormatError(f"{folder / name}.png: missing (every ground-truth pair needs a prediction)")
-
+    The predictions may be in any of :data:`PRED_LAYOUTS` (:func:`match_predictions`; the layout read and any
+    extra prediction files ignored are logged and returned under ``layout`` and ``extra``); the ground truth
+    holds ``label1/`` and ``label2/``. RGB or index PNGs, read and validated by
+    ``textscd_lib.data.second.read_label``. Every ground-truth pair must have a prediction; missing files,
+    size mismatches or a ground truth whose change masks disagree raise ``SecondFormatError`` naming the
+    files. Returns :func:`scores_from_confusion` plus ``confusion``, ``pairs``, ``layout`` and ``extra``."""
+    m = match_predictions(pred_root, gt_root, split)
+    log.info("predictions read from %s and %s: %s", *m["pred_dirs"], m["layout"])
+    if m["extra"]:
+        log.warning("ignored %d extra prediction file(s) without ground truth: %s%s", len(m["extra"]),
+                    ", ".join(m["extra"][:10]), " ..." if len(m["extra"]) > 10 else "")
     conf, trans = SCDConfusion(), TransitionConfusion() if transitions else None
-    for name in names:
-        g = [read_label(find(gt_dir / f, name)) for f in ("label1", "label2")]
-        if not np.array_equal(g[0] > 0, g[1] > 0):
-            raise SecondFormatError(f"{gt_dir / 'label1' / name}: change masks of label1 and label2 disagree "
-                                    f"in {int(((g[0] > 0) != (g[1] > 0)).sum())} pixels")
-        paths = [find(pred_dir / f, name) for f in ("label1", "label2")]
-        p = [read_label(q) for q in paths]
-        for q, a, b in zip(paths, p, g):
-            if a.shape != b.shape:
-                raise SecondFormatError(f"{q}: prediction is {a.shape[1]}×{a.shape[0]}, ground truth "
-                                        f"{b.shape[1]}×{b.shape[0]}")
+    for name in m["names"]:
+        g = read_truth(*m["gt"][name])
+        p = [read_label(q) for q in m["pred"][name]]
         conf.update(p[0], p[1], g[0], g[1])
         if trans is not None:
             trans.update(p[0], p[1], g[0], g[1])
     res = conf.scores()
     res["confusion"] = conf.matrix.tolist()
-    res["pairs"] = len(names)
+    res["pairs"] = len(m["names"])
+    res["layout"], res["extra"] = m["layout"], m["extra"]
     if trans is not None:
         res["transition_confusion"] = trans.matrix.tolist()
     return res

@@ -6,8 +6,9 @@ Everything here works on *index maps* (H×W, values 0..6, 0 = unchanged; `textsc
   correct unchanged, correct change, false alarm (change predicted where none), miss (change not
   predicted), right change / wrong class. The paper (§4.2, Fig. 4) claims TGI "mitigates false
   detections and omissions": these maps count exactly those.
-- :func:`tile_scores` / :func:`worst_tiles` — SeK and F_scd of every tile from a per-tile confusion
-  matrix (`textscd_lib.metrics`, docs/facts.md#metrics: SeK = κ·exp(IoU_c)/e).
+- :func:`tile_scores` / :func:`worst_tiles` / :func:`rank_tiles` — SeK and F_scd of every tile from a per-tile
+  confusion matrix (`textscd_lib.metrics`, docs/facts.md#metrics: SeK = κ·exp(IoU_c)/e), and the tiles worst
+  by a score or by an amount of error (:data:`RANKINGS`).
 - :func:`fix_cause_map` — where TextSCD fixes or causes errors compared with Baseline, pixel by pixel.
 - :func:`table1` — Table 1 in the paper's format, the paper's rows labelled as the paper's (SECOND)
   beside ours (labelled with the dataset and the run).
@@ -116,10 +117,60 @@ def tile_scores(names: Sequence[str], preds: Mapping[str, tuple], labels: Mappin
     return pd.DataFrame(rows).set_index("name")
 
 
+# Scores where higher is better; every other column of a tile table (error pixels, fractions, component counts)
+# is an amount of error, where higher is worse.
+HIGHER_IS_BETTER = frozenset({"SeK", "F_scd", "mIoU", "OA", "IoU_c", "IoU_nc", "kappa", "correct change",
+                              "correct unchanged"})
+
+
 def worst_tiles(scores: pd.DataFrame, k: int = 6, by: str = "SeK") -> pd.DataFrame:
-    """The ``k`` tiles with the lowest ``by`` (chapter 06). Tiles where the score is undefined (NaN: no change
-    in the truth and none predicted — nothing to get wrong) are left out."""
-    return scores.dropna(subset=[by]).sort_values([by, "false alarm"], ascending=[True, False]).head(k)
+    """The ``k`` worst tiles by column ``by`` (chapter 06): the lowest scores (``by`` in :data:`HIGHER_IS_BETTER`)
+    or the most error (any other column, e.g. "false alarm", "miss", "fa_isolated"). Tiles where ``by`` is
+    undefined (NaN: e.g. SeK with no change in the truth and none predicted) are left out; ties keep the
+    tiles with more false alarm first, then the name order."""
+    if by not in scores.columns:
+        raise ValueError(f"worst_tiles: no column {by!r} (have {', '.join(map(str, scores.columns))})")
+    t = scores.dropna(subset=[by]).rename_axis("_tile").reset_index()
+    keys, asc = [by], [by in HIGHER_IS_BETTER]
+    if "false alarm" in t.columns and by != "false alarm":
+        keys, asc = keys + ["false alarm"], asc + [False]
+    out = t.sort_values(keys + ["_tile"], ascending=asc + [True], kind="stable").head(k)
+    return out.set_index("_tile").rename_axis(scores.index.name)
+
+
+# The rankings of `textscd errors --rank-by` and chapter 06 over a records tile table
+# (`textscd_lib.analysis.records`): name -> (column, what it means)
+RANKINGS: dict[str, tuple[str, str]] = {
+    "false-alarm-area": ("false alarm", "most false-alarm pixels"),
+    "isolated-false-alarms": ("fa_isolated", "most isolated false-alarm components"),
+    "miss-area": ("miss", "most missed pixels"),
+    "sek": ("SeK", "lowest SeK"),
+    "difference": ("wrong_diff", "largest difference in wrong pixels between the two methods"),
+}
+
+
+def rank_tiles(tiles: pd.DataFrame, by: str = "false-alarm-area", k: int | None = None,
+               compare: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Tiles of a records table ranked by one of :data:`RANKINGS`, worst first (chapter 06, ``textscd errors``).
+
+    ``difference`` needs ``compare`` (the other method's tile table): ``wrong_diff`` = wrong pixels (false
+    alarm + miss + wrong class) of ``compare`` minus those of ``tiles``, ranked by its size whatever its sign."""
+    if by not in RANKINGS:
+        raise ValueError(f"unknown ranking {by!r}; choose one of {', '.join(RANKINGS)}")
+    col = RANKINGS[by][0]
+    t = tiles.copy()
+    if by == "difference":
+        if compare is None:
+            raise ValueError("ranking 'difference' needs a second method (--compare)")
+        wrong = list(ERROR_CATEGORIES[2:])
+        t["wrong_diff"] = compare.loc[t.index, wrong].sum(axis=1) - t[wrong].sum(axis=1)
+        order = t["wrong_diff"].abs().rename("_key")
+        t = t.assign(_key=order).rename_axis("_tile").reset_index()
+        t = t.sort_values(["_key", "_tile"], ascending=[False, True], kind="stable").drop(columns="_key")
+        t = t.set_index("_tile").rename_axis(tiles.index.name)
+    else:
+        t = worst_tiles(t, k=len(t), by=col)
+    return t if k is None else t.head(k)
 
 
 # --------------------------------------------------------------------------------------------------
