@@ -10,6 +10,7 @@ import importlib.metadata as md
 import os
 import platform
 import sys
+from pathlib import Path
 
 import torch
 
@@ -31,14 +32,31 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def device_info() -> dict:
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's "model name" from ``/proc/cpuinfo`` (Linux), else what :mod:`platform` knows (chapter 00).
 
-    info = {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "cuda": torch.cuda.is_available()}
+    Two machines with the same number of cores can differ several-fold in speed and in the last digits of a
+    trained model's scores; ``run.json`` records the model so a number can be traced to the machine that made it."""
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def device_info() -> dict:
+    """What ran a run (``run.json`` "device", chapter 00): the CPU model and core count, torch's intra-op
+    thread count, the GPUs (if any) and the device the course trains on."""
+    info = {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "cuda": torch.cuda.is_available(), "gpus": []}
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["device"] = info["gpus"][0]
     else:
-        info["device"] = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        info["device"] = f"cpu ({info['cpu_model']}, {os.cpu_count()} cores, {info['torch_threads']} torch threads)"
     return info
 
 

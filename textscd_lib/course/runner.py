@@ -21,7 +21,7 @@ from pathlib import Path
 from textscd_lib.common.io import atomic_write_json
 from textscd_lib.common.paths import HOME_ENV, RESULTS_ENV, home
 from textscd_lib.common.runs import read_substitutes, reset_substitutes, run_dir
-from textscd_lib.course import env
+from textscd_lib.course import env, tidy
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
         "versions": env.versions(), "device": env.device_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "notebooks": report.notebooks,
     }
-    child_env = {"TEXTSCD_FAST": "1" if fast else "0", HOME_ENV: str(home()), RESULTS_ENV: str(out.parent)}
+    child_env = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TEXTSCD_FAST": "1" if fast else "0", HOME_ENV: str(home()), RESULTS_ENV: str(out.parent)}
     old_env = {k: os.environ.get(k) for k in child_env}
     os.environ.update(child_env)  # the kernel inherits this process's environment
     t_all = time.perf_counter()
@@ -161,6 +161,7 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
             try:
                 papermill.execute_notebook(str(book), str(target), parameters=mine, kernel_name=kernel_name,
                                            cwd=str(book.parent), progress_bar=False, log_output=False)
+                tidy.tidy_file(target)  # one line per progress bar, no import noise (course/tidy.py)
             except PapermillExecutionError as e:
                 entry.update(status="failed", seconds=round(time.perf_counter() - t0, 2),
                              error=f"cell {e.exec_count}: {e.ename}: {e.evalue}")
