@@ -96,3 +96,55 @@ def test_cli_rejects_ground_truth_whose_change_masks_disagree(folders, capsys):
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 2
     err = capsys.readouterr().err
     assert "p1" in err and "disagree" in err
+
+
+# --- prediction layouts other methods write (issue 14) ---------------------------------------------------------
+def _relayout(pred, first, second, rgb):
+    """Copy label1/ label2/ predictions into FIRST/ SECOND/ (index or colour PNGs) and drop the originals."""
+    from textscd_lib.data.second import read_label
+
+    for src, dst in (("label1", first), ("label2", second)):
+        for f in sorted((pred / src).iterdir()):
+            _write(pred / dst, f.stem, read_label(f), rgb=rgb)
+            f.unlink()
+        (pred / src).rmdir()
+
+
+@pytest.mark.parametrize("first,second,rgb,says", [("im1", "im2", False, "index maps"),
+                                                   ("im1_rgb", "im2_rgb", True, "colour maps")])
+def test_reference_protocol_prediction_layouts_score_like_label_folders(folders, capsys, caplog, first, second,
+                                                                        rgb, says):
+    import logging
+
+    pred, gt, want = folders
+    _relayout(pred, first, second, rgb)
+    with caplog.at_level(logging.INFO, logger="textscd_lib.metrics"):
+        assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    for k in ("OA", "mIoU", "SeK", "F_scd"):
+        assert abs(got[k] - want[k]) < 1e-12, k
+    assert f"{pred / first}" in caplog.text and says in caplog.text
+
+
+def test_evaluate_reports_the_extra_prediction_files_it_ignores(folders, capsys, caplog):
+    import logging
+
+    pred, gt, want = folders
+    _write(pred / "label1", "stray", np.zeros((16, 16), np.uint8))
+    with caplog.at_level(logging.INFO, logger="textscd_lib.metrics"):
+        assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == 5
+    assert "ignored 1 extra prediction file" in caplog.text and "stray.png" in caplog.text
+
+
+def test_every_missing_or_mis_sized_prediction_is_one_line_naming_its_file(folders, capsys):
+    pred, gt, _ = folders
+    (pred / "label1" / "p1.png").unlink()
+    (pred / "label2" / "p4.png").unlink()
+    _write(pred / "label2", "p2", np.zeros((8, 16), np.uint8))
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert "3 problems" in lines[0]
+    assert any("label1/p1.png: missing" in line for line in lines)
+    assert any("label2/p4.png: missing" in line for line in lines)
+    assert any("label2/p2.png: prediction is 16×8, ground truth 16×16" in line for line in lines)
