@@ -13,6 +13,11 @@ draws the same flips), then normalised on the device and put in channels_last.
 Shuffling is one permutation per epoch drawn from ``(seed, epoch)``, so it needs no saved state; with DDP
 every rank draws the same permutation and takes its own slice (:func:`epoch_batches`).
 
+No host synchronisation per step (issue 16): the epoch's batch indices reach the device in one copy, the
+augmentation's per-group indices in one pinned copy per batch (:func:`augment_batch`, the same draws and the
+same result as ``augment``), and each batch carries its indices on the device (``idx_t``) for the text-feature
+lookup. On the CPU nothing is copied and the batches are bit-identical to the plain path.
+
 Validation and prediction run through the same batches (:func:`evaluate_source`, :func:`evaluate`,
 :func:`export_predictions`): the 7×7 confusion matrix is accumulated on the device and summed over DDP ranks.
 """
@@ -31,12 +36,44 @@ import torch.distributed as dist
 from textscd_lib.common.device import pick_device
 from textscd_lib.common.io import atomic_save_png
 from textscd_lib.common.paths import resolve
-from textscd_lib.data.dataset import NORMALIZATION, DecodedCache, augment
+from textscd_lib.data.dataset import NORMALIZATION, DecodedCache
 from textscd_lib.data.second import index_to_rgb
 from textscd_lib.metrics import SCDConfusion, TransitionConfusion, scores_from_confusion
 from textscd_lib.models.textscd import predict
 
 log = logging.getLogger(__name__)
+
+
+def augment_batch(im1, im2, label1, label2, generator: torch.Generator):
+    """:func:`textscd_lib.data.dataset.augment` for a batch (B,C,H,W)/(B,H,W) on any device, with the same draws
+    from ``generator`` and the same result, bit for bit; the per-group sample indices go to the device in one
+    (pinned) copy instead of one blocking copy per group (chapter 05, the GPU fast path)."""
+    n, (h, w) = label1.shape[0], label1.shape[-2:]
+    rot = (torch.rand(n, generator=generator) < 0.5) & (h == w)
+    flip = torch.randint(0, 4, (n,), generator=generator)
+    groups = [(r, f, torch.nonzero((rot == r) & (flip == f)).flatten()) for r in (False, True) for f in range(4)
+              if r or f]
+    groups = [(r, f, idx) for r, f, idx in groups if len(idx)]
+    tensors = (im1, im2, label1, label2)
+    outs = [t.clone() for t in tensors]
+    if not groups:
+        return tuple(outs)
+    device = label1.device
+    flat = torch.cat([idx for _, _, idx in groups])
+    if device.type == "cuda":
+        flat = flat.pin_memory().to(device, non_blocking=True)
+    parts = flat.split([len(idx) for _, _, idx in groups])
+    for (r, f, _), idx in zip(groups, parts):
+        for k, t in enumerate(tensors):
+            x = t[idx]
+            if r:
+                x = torch.rot90(x, 1, (-2, -1))
+            if f in (1, 3):
+                x = torch.flip(x, (-2,))  # vertical flip
+            if f in (2, 3):
+                x = torch.flip(x, (-1,))  # horizontal flip
+            outs[k][idx] = x
+    return tuple(outs)
 
 
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True, rank: int = 0,
@@ -135,32 +172,42 @@ class BatchSource:
         free, _ = torch.cuda.mem_get_info(device)
         return nbytes < fraction * free
 
+    def _device_indices(self, batches: list[np.ndarray]) -> list[torch.Tensor]:
+        """Every batch's indices as int64 tensors on the device, moved there in one (pinned) copy."""
+        if not batches:
+            return []
+        flat = torch.from_numpy(np.concatenate([np.asarray(b, dtype=np.int64) for b in batches]))
+        if self.device.type == "cuda":
+            flat = flat.pin_memory().to(self.device, non_blocking=True)
+        return list(flat.split([len(b) for b in batches]))
+
     def _uint8_batches(self, batches: list[np.ndarray]):
         if self.resident:
-            for b in batches:
+            for b, idx in zip(batches, self._device_indices(batches)):
                 if isinstance(self.images, torch.Tensor):
-                    idx = torch.from_numpy(np.asarray(b)).to(self.device, non_blocking=True)
-                    yield self.images.index_select(0, idx), self.labels.index_select(0, idx), b
+                    yield self.images.index_select(0, idx), self.labels.index_select(0, idx), b, idx
                 else:
                     yield torch.from_numpy(np.asarray(self.images[b])), torch.from_numpy(
-                        np.asarray(self.labels[b])), b
+                        np.asarray(self.labels[b])), b, idx
             return
         loader = torch.utils.data.DataLoader(
             _BatchGather(self.images, self.labels, batches), batch_size=None, shuffle=False,
             num_workers=self.workers, pin_memory=self.device.type == "cuda",
             persistent_workers=False, prefetch_factor=4 if self.workers else None)
-        for im, lb, b in loader:
-            yield (im.to(self.device, non_blocking=True), lb.to(self.device, non_blocking=True), b.numpy())
+        for im, lb, b in loader:  # pinned by the loader on CUDA
+            yield (im.to(self.device, non_blocking=True), lb.to(self.device, non_blocking=True), b.numpy(),
+                   b.to(self.device, non_blocking=True))
 
     def batches(self, batches: list[np.ndarray], augment_generator: torch.Generator | None = None):
-        """Yield dicts {idx, x1, x2 (B,3,H,W) float normalised, label1, label2 (B,H,W) int64, change (B,H,W)
-        float} on the device; augmented with :func:`textscd_lib.data.dataset.augment` when a generator is given."""
-        for im, lb, b in self._uint8_batches(batches):
+        """Yield dicts {idx (numpy), idx_t (the same on the device), x1, x2 (B,3,H,W) float normalised, label1,
+        label2 (B,H,W) int64, change (B,H,W) float} on the device; augmented with :func:`augment_batch` (=
+        :func:`textscd_lib.data.dataset.augment`) when a generator is given."""
+        for im, lb, b, idx_t in self._uint8_batches(batches):
             im = im.to(self.device).permute(0, 1, 4, 2, 3)  # (B,2,3,H,W) uint8
             im1, im2, l1, l2 = im[:, 0], im[:, 1], lb[:, 0].to(self.device), lb[:, 1].to(self.device)
             if augment_generator is not None:
 
-                im1, im2, l1, l2 = augment(im1, im2, l1, l2, augment_generator)
+                im1, im2, l1, l2 = augment_batch(im1, im2, l1, l2, augment_generator)
             x1, x2 = self.norm(im1, im2)
             if self.channels_last:
                 x1 = x1.contiguous(memory_format=torch.channels_last)
@@ -168,7 +215,7 @@ class BatchSource:
             else:
                 x1, x2 = x1.contiguous(), x2.contiguous()
             l1, l2 = l1.long().contiguous(), l2.long().contiguous()
-            yield {"idx": b, "x1": x1, "x2": x2, "label1": l1, "label2": l2, "change": (l1 > 0).float()}
+            yield {"idx": b, "idx_t": idx_t, "x1": x1, "x2": x2, "label1": l1, "label2": l2, "change": (l1 > 0).float()}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -185,6 +232,7 @@ def load_split(data_root: Path, split: str, size: int | None = None):
 
 
 def lookup_features(text_features, names: list[str], device: torch.device):
+    """The split's cached text features (F_text (N,L,D), mask (N,L)) on ``device``, row i = ``names[i]``."""
     if text_features is None:
         return None
     F_text, mask = text_features.lookup(names)
@@ -192,15 +240,19 @@ def lookup_features(text_features, names: list[str], device: torch.device):
 
 
 def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast on ``device`` for ``precision="bf16"``, else nothing."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def forward_batch(model, batch: dict, feats, autocast) -> dict:
+    """The model on one batch, its text features looked up on the device by ``idx_t`` (no host copy)."""
     F_text = mask = None
     if feats is not None:
-        idx = torch.as_tensor(batch["idx"], device=feats[0].device)
+        idx = batch.get("idx_t")
+        if idx is None or idx.device != feats[0].device:
+            idx = torch.as_tensor(batch["idx"], device=feats[0].device)
         F_text, mask = feats[0].index_select(0, idx), feats[1].index_select(0, idx)
     with autocast:
         out = model(batch["x1"], batch["x2"], F_text, mask)
