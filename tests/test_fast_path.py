@@ -64,3 +64,17 @@ def test_streamed_and_resident_batches_are_equal_with_the_same_flips():
     for a, b in zip(res, streamed):
         assert torch.equal(a["idx_t"], b["idx_t"])
         assert all(torch.equal(a[k], b[k]) for k in ("x1", "x2", "label1", "label2", "change"))
+
+
+def test_tgi_mask_prepared_once_gives_the_same_output_as_per_level_masks():
+    from textscd_lib.models.textscd import build_model
+
+    torch.manual_seed(0)
+    model = build_model("textscd", text_dim=8, weights=None, width=16, heads=4).eval()
+    x1, x2 = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    F_text, mask = torch.randn(2, 6, 8), torch.tensor([[1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        once = model(x1, x2, F_text, mask)
+        model.mask_once = False
+        per_level = model(x1, x2, F_text, mask)
+    assert all(torch.equal(once[k], per_level[k]) for k in once)

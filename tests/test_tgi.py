@@ -93,3 +93,14 @@ def test_bitemporal_mlp_eq6_is_symmetric_in_x_diff_and_maps_3C_to_width():
     assert mlp.mlp[0].in_channels == 48
     x1, x2 = torch.randn(1, 16, 4, 4), torch.randn(1, 16, 4, 4)
     assert mlp(x1, x2).shape == (1, 8, 4, 4)
+
+
+def test_a_prepared_sdpa_mask_passes_through_and_a_wrong_one_is_named():
+    from textscd_lib.models.tgi import attention_mask
+
+    pad = torch.tensor([[True, False, False], [False, False, False]])
+    prepared = attention_mask(pad, 2, 3, "cpu")
+    assert prepared.shape == (2, 1, 1, 3) and prepared[1].all() and prepared[0, 0, 0].tolist() == [True, False, False]
+    assert attention_mask(prepared, 2, 3, "cpu") is prepared
+    with pytest.raises(ValueError, match="prepared text mask has shape"):
+        attention_mask(prepared, 2, 4, "cpu")

@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from textscd_lib.models.image_encoder import CHANNELS, SiameseResNet34
-from textscd_lib.models.tgi import TGI, BitemporalMLP
+from textscd_lib.models.kinds import KINDS
+from textscd_lib.models.tgi import TGI, BitemporalMLP, attention_mask
 
-NUM_CLASSES = 7
+NUM_CLASSES = 7  # len(data.second.CLASSES): models may not import data (import-linter); a test checks they agree
 TGI_LEVELS = (1, 2, 3)
-KINDS = ("textscd", "baseline")
 TAILS = ("paper", "narrow", "stride4")
 TAIL_WIDTH = 16
 
@@ -108,6 +108,7 @@ class TextSCD(nn.Module):
         if tail not in TAILS:
             raise ValueError(f"unknown decoder tail {tail!r}; expected one of {TAILS}")
         self.kind, self.text_dim, self.width, self.tail = kind, text_dim, width, tail
+        self.mask_once = True  # the SDPA text mask made once per forward, not per TGI level (same numbers)
         self.encoder = SiameseResNet34(weights)
         self.substitute = self.encoder.substitute
         self.substitutes = [s for s in [self.encoder.substitute] if s]
@@ -128,6 +129,8 @@ class TextSCD(nn.Module):
                  mask: torch.Tensor | None, return_attention: bool = False):
         """eq. (6)-(7) at every level: returns ``F_o`` per level (and TGI attention per level if asked)."""
         F_o, attention = [], {}
+        if self.tgi is not None and self.mask_once and mask is not None and F_text is not None:
+            mask = attention_mask(mask, x1[0].shape[0], F_text.shape[1], x1[0].device)
         for i, (a, b) in enumerate(zip(x1, x2)):
             f = self.fuse[i](a, b)  # eq. (6)
             if self.tgi is not None and str(i) in self.tgi:

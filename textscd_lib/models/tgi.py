@@ -39,9 +39,15 @@ class BitemporalMLP(nn.Module):
 def attention_mask(mask: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor | None:
     """Padding mask (B, L), True = real token -> boolean SDPA mask (B, 1, 1, L), True = attend.
 
-    A row with no real token would give NaN; such rows attend to every token instead (no device sync)."""
+    A row with no real token would give NaN; such rows attend to every token instead (no device sync).
+    A mask already in the SDPA form (bool, (B, 1, 1, L)) comes back as it is: TextSCD prepares it once per
+    forward for all three TGI levels (issue 16)."""
     if mask is None:
         return None
+    if mask.dim() == 4 and mask.dtype == torch.bool:
+        if mask.shape != (batch, 1, 1, length):
+            raise ValueError(f"prepared text mask has shape {tuple(mask.shape)}, expected {(batch, 1, 1, length)}")
+        return mask
     if mask.shape != (batch, length):
         raise ValueError(f"text mask has shape {tuple(mask.shape)}, expected {(batch, length)}")
     mask = mask.to(device=device, dtype=torch.bool)
@@ -52,7 +58,8 @@ def attention_mask(mask: torch.Tensor | None, batch: int, length: int, device) -
 class TGI(nn.Module):
     """Text-guided interaction, eq. (7) (chapter 04).
 
-    ``forward(F_diff (B,C,H,W), F_text (B,L,D_t), mask (B,L) | None, return_attention=False)`` returns
+    ``forward(F_diff (B,C,H,W), F_text (B,L,D_t), mask (B,L) or prepared (B,1,1,L) | None,
+    return_attention=False)`` returns
     ``F_o`` (B,C,H,W), and also the attention weights (B, heads, H*W, L) when ``return_attention``.
     ``zero_init=True`` zeroes the output projection so that ``F_o == F_diff`` at the start.
     """
