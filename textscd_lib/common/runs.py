@@ -12,6 +12,11 @@ Each substitute is *shown* exactly once, by whoever faces the reader: a chapter 
 ``"\n".join(substitute_lines(RUN_PATH))`` in one visible cell, and the ``textscd`` command line shows the INFO
 line that :func:`record_substitute` logs (its logging is set to INFO on stderr). The library itself logs at
 INFO only, so nothing is said twice.
+
+Next to the substitutes, a run keeps a *warnings* record (``warnings.json``, :func:`record_warning`): problems
+that did not stop the run but change what it means (a few pairs trained without a caption, captions cut by
+the token budget, a run trained on empty text on purpose). The runner copies it into ``run.json`` and
+:func:`substitute_lines` returns its lines after the substitutes', so every chapter shows them too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from textscd_lib.common.paths import results_root
 log = logging.getLogger(__name__)
 
 SUBSTITUTES_FILE = "substitutes.json"
+WARNINGS_FILE = "warnings.json"
 
 
 def is_fast() -> bool:
@@ -81,8 +87,10 @@ def clear_substitute(run_path: str | Path, part: str) -> None:
 
 
 def reset_substitutes(run_path: str | Path) -> None:
-    """Start a run's record afresh (the runner does it before a whole series, so stale parts never linger)."""
+    """Start a run's record afresh, substitutes and warnings (the runner does it before a whole series, so
+    stale parts never linger)."""
     (Path(run_path) / SUBSTITUTES_FILE).unlink(missing_ok=True)
+    (Path(run_path) / WARNINGS_FILE).unlink(missing_ok=True)
 
 
 def _line(part: str, rec: dict) -> str:
@@ -90,16 +98,57 @@ def _line(part: str, rec: dict) -> str:
 
 
 def substitute_lines(run_path: str | Path) -> list[str]:
-    """Every substitute recorded in this run, one printable line each: every chapter prints
-    ``"\n".join(substitute_lines(RUN_PATH))`` once, after its own parts are recorded."""
-    return [_line(part, rec) for part, rec in read_substitutes(run_path).items()]
+    """Every substitute recorded in this run, one printable line each, then every warning
+    (:func:`warning_lines`): every chapter prints ``"\n".join(substitute_lines(RUN_PATH))`` once, after its
+    own parts are recorded."""
+    return [_line(part, rec) for part, rec in read_substitutes(run_path).items()] + warning_lines(run_path)
 
 
 def read_substitutes(run_path: str | Path) -> dict:
-    f = Path(run_path) / SUBSTITUTES_FILE
+    return _read_record(Path(run_path) / SUBSTITUTES_FILE)
+
+
+def _read_record(f: Path) -> dict:
     if not f.exists():
         return {}
     try:
-        return json.loads(f.read_text())
+        data = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{f}: not valid JSON ({e}); delete it and rerun") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{f}: expected a JSON object, got {type(data).__name__}; delete it and rerun")
+    return data
+
+
+# --------------------------------------------------------------------------------------------- warnings
+def record_warning(run_path: str | Path, part: str, message: str, **details) -> str:
+    """Record a problem that did not stop the run but changes what it means (``warnings.json``; the runner
+    copies it into ``run.json``), log it at WARNING and return its line. Idempotent per ``part``."""
+    run_path = Path(run_path)
+    record = read_warnings(run_path)
+    record[part] = {"message": message, **details}
+    atomic_write_json(run_path / WARNINGS_FILE, record)
+    line = _warning_line(part, record[part])
+    log.warning(line)
+    return line
+
+
+def clear_warning(run_path: str | Path, part: str) -> None:
+    """Forget ``part``'s warning (the problem is gone: say, the captions were rebuilt complete)."""
+    record = read_warnings(run_path)
+    if record.pop(part, None) is not None:
+        atomic_write_json(Path(run_path) / WARNINGS_FILE, record)
+
+
+def read_warnings(run_path: str | Path) -> dict:
+    """``{part: {"message": ..., details}}`` of a run (empty when nothing was recorded)."""
+    return _read_record(Path(run_path) / WARNINGS_FILE)
+
+
+def _warning_line(part: str, rec: dict) -> str:
+    return f"WARNING [{part}]: {rec.get('message', rec)}"
+
+
+def warning_lines(run_path: str | Path) -> list[str]:
+    """Every warning recorded in this run, one printable line each."""
+    return [_warning_line(part, rec) for part, rec in read_warnings(run_path).items()]

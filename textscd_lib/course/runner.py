@@ -5,22 +5,32 @@ its ``parameters`` cell declares, writes executed copies to ``results/<run>/exec
 (parameters, git commit, versions, device, wall time per notebook, offline substitutes used).
 
 papermill only *warns* on unknown parameters; here a parameter that no selected notebook declares is an
-error, and a failing notebook stops the run naming the notebook and the cell.
+error, so is a value whose type differs from the parameters cell's default or annotation (checked before any
+notebook starts), and a failing notebook stops the run naming the notebook and the cell.
+
+``run.json`` tells the truth: a series stopped by Ctrl-C / SIGTERM ends ``"interrupted"``, a failing one
+``"failed"``, naming the chapter; a series is ``"ok"`` only when every chapter has run since the parameters
+it declares last changed (``--only`` reruns list the chapters still ``missing`` or ``stale``). The runner holds
+the run folder's lock (:mod:`textscd_lib.common.lock`); its notebooks' kernels inherit the right to write.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
+import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from textscd_lib.common.io import atomic_write_json
+from textscd_lib.common.lock import run_lock
 from textscd_lib.common.paths import HOME_ENV, RESULTS_ENV, home
-from textscd_lib.common.runs import read_substitutes, reset_substitutes, run_dir
+from textscd_lib.common.runs import read_substitutes, read_warnings, reset_substitutes, run_dir
 from textscd_lib.course import env, tidy
 
 log = logging.getLogger(__name__)
@@ -31,6 +41,10 @@ RUNNER_PARAMETERS = ("RUN", "FAST")
 
 class RunError(RuntimeError):
     """A run that cannot start (bad parameters) or a notebook that failed."""
+
+
+class Terminated(BaseException):
+    """SIGTERM while the series runs (handled like Ctrl-C: the record says "interrupted")."""
 
 
 @dataclass
@@ -63,8 +77,6 @@ def declared_parameters(notebook: Path) -> dict[str, str]:
     Read with Python's ``ast`` rather than ``papermill.inspect_notebook``: papermill's line parser silently
     drops lines it cannot parse (an expression such as ``FAST = os.environ.get(...) == "1"``, or a comment
     holding '='), and a dropped name would never receive its parameter."""
-    import ast
-
     import nbformat
 
     try:
@@ -88,12 +100,56 @@ def declared_parameters(notebook: Path) -> dict[str, str]:
     return names
 
 
-def check_parameters(params: dict, declared: dict[Path, dict]) -> None:
+def parameter_types(notebook: Path) -> dict[str, set[str] | None]:
+    """The kinds of value each parameter accepts ("int", "float", "str", "bool", "None", "list", "dict"),
+    from its annotation (``EPOCHS: int | None = None``) or else its literal default; None = not checkable
+    (an expression such as ``os.environ.get(...) == "1"`` with no annotation)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    src = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    out: dict[str, set[str] | None] = {}
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            kinds = {n.id for n in ast.walk(node.annotation) if isinstance(n, ast.Name)
+                     and n.id in ("int", "float", "str", "bool", "list", "dict")}
+            if any(isinstance(n, ast.Constant) and n.value is None for n in ast.walk(node.annotation)) or \
+                    any(isinstance(n, ast.Name) and n.id == "Optional" for n in ast.walk(node.annotation)):
+                kinds.add("None")
+            out[node.target.id] = kinds or None
+        elif isinstance(node, ast.Assign):
+            try:
+                kinds = {_kind(ast.literal_eval(node.value))}
+            except (ValueError, SyntaxError, TypeError):
+                kinds = None
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    out[t.id] = None if kinds == {"None"} else kinds  # a None default says nothing
+    return out
+
+
+def _kind(value) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", type(None): "None", list: "list",
+            tuple: "list", dict: "dict"}.get(type(value), type(value).__name__)
+
+
+def check_parameters(params: dict, declared: dict[Path, dict], types: dict[Path, dict] | None = None) -> None:
+    """Every parameter must be declared by a selected notebook, and of a kind its declaration accepts (an
+    int is accepted where a float is declared); raises :class:`RunError` naming the parameter."""
     known = set().union(*(set(d) for d in declared.values()))
     unknown = sorted(set(params) - known)
     if unknown:
         raise RunError(f"unknown parameter(s) {unknown}: no selected notebook declares them. "
                        f"Known parameters: {sorted(known)}")
+    for book, kinds in (types or {}).items():
+        for name, value in params.items():
+            want = kinds.get(name)
+            got = _kind(value)
+            if want is None or got in want or (got == "int" and "float" in want):
+                continue
+            order = [k for k in ("int", "float", "str", "bool", "list", "dict", "None") if k in want]
+            raise RunError(f"parameter {name}: {value!r} is a {got}, but {book.name} declares {name} as "
+                           f"{' or '.join(order)} (default {declared[book][name]}); nothing was run")
 
 
 def git_commit(root: Path) -> dict:
@@ -117,10 +173,8 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     """Execute the notebook series; returns the report (also written to ``<results>/<run>/run.json``).
 
     Notebooks come from ``notebooks_dir`` (default ``<home>/notebooks``, :mod:`textscd_lib.common.paths`);
-    the kernels receive ``TEXTSCD_HOME`` and ``TEXTSCD_RESULTS``, so they read and write where this call does."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
+    the kernels receive ``TEXTSCD_HOME`` and ``TEXTSCD_RESULTS``, so they read and write where this call does.
+    Ctrl-C or SIGTERM stops the series and records it "interrupted" (then re-raises KeyboardInterrupt)."""
     # Our own ast-based check (check_parameters) replaces papermill's line parser, whose warnings about
     # lines it cannot parse and parameters it therefore thinks unknown would only mislead.
     logging.getLogger("papermill.translators").setLevel(logging.ERROR)
@@ -129,13 +183,22 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     for reserved in RUNNER_PARAMETERS:
         if reserved in params:
             raise RunError(f"parameter {reserved} is set by the runner (use --run-name / --fast)")
+    series = list_notebooks(None, notebooks_dir)
     books = list_notebooks(only, notebooks_dir)
-    declared = {b: declared_parameters(b) for b in books}
-    check_parameters(params, declared)
+    declared = {b: declared_parameters(b) for b in series}
+    check_parameters(params, {b: declared[b] for b in books}, {b: parameter_types(b) for b in books})
 
     # the commit of the notebooks that run (and of the library beside them), before the run touches anything
     git = git_commit(books[0].parent.resolve())
     out = run_dir(run_name, results_root)
+    with run_lock(out, "textscd run " + " ".join(sys.argv[1:])):
+        return _run_locked(params, run_name, fast, only, kernel_name, out, books, series, declared, git)
+
+
+def _run_locked(params, run_name, fast, only, kernel_name, out, books, series, declared, git) -> RunReport:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
     if only is None:  # a whole series records its substitutes afresh (single chapters add to the record)
         reset_substitutes(out)
     previous = _read_run_json(out) if only is not None else None
@@ -145,17 +208,20 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
         "versions": env.versions(), "device": env.device_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "notebooks": report.notebooks,
     }
+    series_info = ([b.name for b in series], {b.name: sorted(declared[b]) for b in series})
     child_env = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TEXTSCD_FAST": "1" if fast else "0", HOME_ENV: str(home()), RESULTS_ENV: str(out.parent)}
     old_env = {k: os.environ.get(k) for k in child_env}
     os.environ.update(child_env)  # the kernel inherits this process's environment
+    old_term = _on_sigterm()
     t_all = time.perf_counter()
     try:
         for book in books:
             mine = {k: v for k, v in params.items() if k in declared[book]}
             mine.update({"RUN": run_name, "FAST": fast})
             target = out / "executed" / book.name
-            entry = {"notebook": book.name, "parameters": mine, "status": "running"}
+            entry = {"notebook": book.name, "parameters": mine, "status": "running", "started_at": time.time()}
             report.notebooks.append(entry)
+            _write_run_json(out, meta, previous, series_info)  # "running" is visible while it runs
             log.info("running %s", book.name)
             t0 = time.perf_counter()
             try:
@@ -168,22 +234,42 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
                 report.status = "failed"
                 raise RunError(f"{book.name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
                                f"executed copy with the traceback: {target}") from None
-            finally:
-                meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
-                meta["status"] = report.status
-                _write_run_json(out, meta, previous)
+            except (KeyboardInterrupt, Terminated) as e:
+                entry.update(status="interrupted", seconds=round(time.perf_counter() - t0, 2),
+                             error="SIGTERM" if isinstance(e, Terminated) else "KeyboardInterrupt (Ctrl-C)")
+                report.status = "interrupted"
+                raise KeyboardInterrupt(f"{book.name} interrupted; run.json records it") from None
+            except Exception as e:  # noqa: BLE001 - a dead kernel, an unreadable notebook: named, recorded
+                entry.update(status="failed", seconds=round(time.perf_counter() - t0, 2),
+                             error=f"{type(e).__name__}: {e}")
+                report.status = "failed"
+                raise RunError(f"{book.name} failed ({type(e).__name__}: {e})") from e
             entry.update(status="ok", seconds=round(time.perf_counter() - t0, 2))
+            meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
+            _write_run_json(out, meta, previous, series_info)
         report.status = "ok"
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        meta["status"] = report.status
+        meta["status"] = report.status if report.status != "running" else "failed"
         meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
-        _write_run_json(out, meta, previous)
+        _write_run_json(out, meta, previous, series_info)
     return report
+
+
+def _on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while the series runs (main thread only); returns the old handler."""
+    def handler(signum, frame):
+        raise Terminated()
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
 
 
 def _read_run_json(out: Path) -> dict | None:
@@ -196,25 +282,57 @@ def _read_run_json(out: Path) -> dict | None:
         raise RunError(f"{f}: not valid JSON ({e}); delete it or run the whole series again") from e
 
 
-def _write_run_json(out: Path, meta: dict, previous: dict | None) -> None:
+_ABSENT = "<default>"
+
+
+def series_status(notebooks: list[dict], series: list[str], declared: dict[str, list[str]]) -> dict:
+    """``status`` of a series from its chapters' entries: "interrupted" / "failed" when a chapter is, else
+    "incomplete" when a chapter is ``missing`` (never ran) or ``stale`` (ran with a value of a parameter it
+    declares that a later execution changed), else "ok"."""
+    by_name = {e["notebook"]: e for e in notebooks}
+    for bad in ("interrupted", "failed", "running"):
+        hit = [e["notebook"] for e in notebooks if e.get("status") == bad]
+        if hit:
+            return {"status": "interrupted" if bad == "running" else bad, "chapter": hit[0]}
+    current: dict[str, object] = {}
+    for e in sorted(notebooks, key=lambda e: e.get("started_at", 0)):
+        for name in [*declared.get(e["notebook"], []), *RUNNER_PARAMETERS]:
+            current[name] = e.get("parameters", {}).get(name, _ABSENT)
+    stale = [e["notebook"] for e in notebooks
+             if any(e.get("parameters", {}).get(n, _ABSENT) != current.get(n, _ABSENT)
+                    for n in [*declared.get(e["notebook"], []), *RUNNER_PARAMETERS])]
+    missing = [b for b in series if b not in by_name]
+    if missing or stale:
+        return {"status": "incomplete", "missing": missing, "stale": stale}
+    return {"status": "ok"}
+
+
+def _write_run_json(out: Path, meta: dict, previous: dict | None, series_info: tuple | None = None) -> None:
     """``run.json``. A whole series writes its own record. ``--only`` re-executes some chapters of an existing
     run: their entries replace the old ones, the other chapters' entries and the series' parameters stay, and
-    the re-execution is listed under ``reruns`` (its parameters, commit, time)."""
-    meta = {**meta, "substitutes": read_substitutes(out)}
+    the re-execution is listed under ``reruns`` (its parameters, commit, time). The status comes from
+    :func:`series_status` over every chapter of the series."""
+    series, declared = series_info or ([e["notebook"] for e in meta["notebooks"]], {})
+    meta = {**meta, "substitutes": read_substitutes(out), "warnings": read_warnings(out)}
     if previous is None:
-        atomic_write_json(out / "run.json", meta)
-        return
-    redone = {e["notebook"] for e in meta["notebooks"]}
-    kept = [e for e in previous.get("notebooks", []) if e.get("notebook") not in redone]
-    rerun = {k: meta[k] for k in ("parameters", "git", "versions", "device", "started", "status", "total_seconds")
-             if k in meta}
-    rerun["notebooks"] = sorted(redone)
-    reruns = [r for r in previous.get("reruns", []) if r.get("started") != rerun["started"]] + [rerun]
-    notebooks = sorted(kept + meta["notebooks"], key=lambda e: e["notebook"])
-    statuses = {e.get("status") for e in notebooks}
-    status = "ok" if statuses == {"ok"} else "failed" if "failed" in statuses else meta["status"]
-    atomic_write_json(out / "run.json", {**previous, "notebooks": notebooks, "substitutes": meta["substitutes"],
-                                         "reruns": reruns, "status": status})
+        notebooks, record = meta["notebooks"], meta
+    else:
+        redone = {e["notebook"] for e in meta["notebooks"]}
+        kept = [e for e in previous.get("notebooks", []) if e.get("notebook") not in redone]
+        rerun = {k: meta[k] for k in ("parameters", "git", "versions", "device", "started", "status",
+                                      "total_seconds") if k in meta}
+        rerun["notebooks"] = sorted(redone)
+        reruns = [r for r in previous.get("reruns", []) if r.get("started") != rerun["started"]] + [rerun]
+        notebooks = sorted(kept + meta["notebooks"], key=lambda e: e["notebook"])
+        record = {**previous, "notebooks": notebooks, "substitutes": meta["substitutes"],
+                  "warnings": meta["warnings"], "reruns": reruns}
+    for k in ("missing", "stale", "chapter"):
+        record.pop(k, None)
+    if meta.get("status", "running") == "running":
+        record["status"] = "running"  # a chapter is executing now (a killed runner leaves this: see below)
+    else:
+        record.update(series_status(notebooks, series, declared))
+    atomic_write_json(out / "run.json", record)
 
 
 def load_params_file(path: str | Path) -> dict:

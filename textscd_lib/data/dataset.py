@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from textscd_lib.data.second import SecondFormatError, find_pairs, read_image, read_label
-from textscd_lib.data.validate import check_pair
 from textscd_lib.common.io import atomic_write_json
 from textscd_lib.common.paths import resolve
-from tqdm import tqdm
+from textscd_lib.data.second import SecondFormatError, find_pairs, read_image, read_label
+from textscd_lib.data.validate import check_pair
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ class DecodedCache:
     """Every pair of ``root``/``split`` decoded once into uint8 memmaps (chapters 01, 05).
 
     ``.names``; ``.images`` (N,2,H,W,3) and ``.labels`` (N,2,H,W) uint8, memory-mapped read-only. Built with a
-    tqdm bar on first use (checking every pair), written atomically, rebuilt when any file changes."""
+    tqdm bar on first use (checking every pair), written atomically, rebuilt when any file changes. On every
+    open it verifies itself (key, names, shapes) and rebuilds, saying so, when truncated or stale."""
 
     def __init__(self, root: str | Path, split: str | None = "train", cache_dir: str | Path | None = None):
         self.root = Path(root)
@@ -68,10 +69,34 @@ class DecodedCache:
         tag = split if split else "all"
         self.stem = self.dir / f"decoded-{tag}-{self.key}"
         self.built = False
-        if not (self._file("images").exists() and self._file("labels").exists() and self._file("json").exists()):
+        problem = self._verify() if self._file("json").exists() else "missing"
+        if problem:
+            if problem != "missing":
+                log.warning("%s: the decoded cache is unusable (%s); rebuilding it", self.stem, problem)
             self._build(tag)
-        self.images = np.load(self._file("images"), mmap_mode="r")
-        self.labels = np.load(self._file("labels"), mmap_mode="r")
+            problem = self._verify()
+            if problem:
+                raise OSError(f"{self.stem}: the decoded cache cannot be read right after building it "
+                              f"({problem}); delete {self.dir} and check the disk")
+
+    def _verify(self) -> str | None:
+        """Open the memmaps and check them against the sidecar JSON and this dataset: the key (a hash of the
+        inputs' names, sizes and mtimes), the pair names, and each array's shape. Returns the problem, if any."""
+        try:
+            meta = json.loads(self._file("json").read_text())
+            self.images = np.load(self._file("images"), mmap_mode="r")
+            self.labels = np.load(self._file("labels"), mmap_mode="r")
+        except (OSError, ValueError) as e:  # a truncated .npy: "mmap length is greater than file size"
+            return f"{type(e).__name__}: {e}"
+        h, w = meta.get("shape", (None, None))
+        n = len(self.names)
+        if meta.get("key") != self.key or meta.get("names") != self.names:
+            return "it was built from other files"
+        if self.images.shape != (n, 2, h, w, 3) or self.labels.shape != (n, 2, h, w) or \
+                self.images.dtype != np.uint8 or self.labels.dtype != np.uint8:
+            return (f"shapes {self.images.shape}/{self.labels.shape}, expected {(n, 2, h, w, 3)}/"
+                    f"{(n, 2, h, w)} uint8")
+        return None
 
     def _file(self, what: str) -> Path:
         return self.stem.with_name(self.stem.name + (".json" if what == "json" else f".{what}.npy"))

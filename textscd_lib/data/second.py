@@ -77,6 +77,19 @@ def index_to_rgb(idx: np.ndarray) -> np.ndarray:
     return COLORS[idx.astype(np.int64)]
 
 
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` starts like a PNG, JPEG, TIFF or BMP file (its first bytes, not its name)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return any(head.startswith(m) for m in _MAGIC)
+
+
 def _open(path: Path):
     from PIL import Image
 
@@ -84,6 +97,9 @@ def _open(path: Path):
         img = Image.open(path)
         img.load()
     except Exception as e:  # noqa: BLE001 - any decoder failure is a corrupt file
+        if path.is_file() and not is_image_file(path):
+            raise SecondFormatError(f"{path}: not an image (its content is no PNG/JPEG/TIFF/BMP, whatever "
+                                    f"its name says); remove it or replace it with the real file") from e
         raise SecondFormatError(f"{path}: unreadable or corrupt image ({type(e).__name__}: {e})") from e
     return img
 
@@ -174,7 +190,10 @@ def scan(root: str | Path, split: str | None = None) -> tuple[list[Pair], list[s
         for f in FOLDERS:
             for name, p in files[f].items():
                 missing = [g for g in FOLDERS if name not in files[g]]
-                if missing:
+                if missing and not is_image_file(p):
+                    problems.append(f"{p}: not an image (its content is no PNG/JPEG/TIFF/BMP, whatever its "
+                                    f"name says); remove it from {p.parent}")
+                elif missing:
                     problems.append(f"{p}: no twin in {', '.join(m + '/' for m in missing)} of {d}")
         names = sorted(set.intersection(*(set(files[f]) for f in FOLDERS)))
         pairs += [Pair(n, s, *(files[f][n] for f in FOLDERS)) for n in names]

@@ -3,7 +3,9 @@
 
 :func:`check_pair` decodes one pair (readable files, RGB images, known label colours/values, equal sizes,
 ``label1 > 0 == label2 > 0``); :func:`validate` runs it over a folder and, when all is well, summarises the
-class fractions, the from→to transitions and the change ratios (:class:`ValidationReport`).
+class fractions, the from→to transitions and the change ratios (:class:`ValidationReport`). Oddities that do
+not make a pair unusable are warnings, counted per file (:func:`pair_warnings`): changed pixels whose class is
+the same on both dates (a change that changes nothing).
 """
 
 from __future__ import annotations
@@ -44,13 +46,26 @@ def check_pair(pair: Pair) -> tuple[tuple[np.ndarray, ...] | None, list[str]]:
     return tuple(arrays), []
 
 
+def pair_warnings(pair: Pair, label1: np.ndarray, label2: np.ndarray) -> list[str]:
+    """Warnings about a valid pair (chapter 01): changed pixels (label > 0) with the same class on both
+    dates, counted, one line naming the files."""
+    same = int(((label1 > 0) & (label1 == label2)).sum())
+    if not same:
+        return []
+    changed = int((label1 > 0).sum())
+    return [f"WARNING {pair.label1} vs {pair.label2}: {same} of {changed} changed pixels have the same class on "
+            "both dates (a change that changes nothing)"]
+
+
 @dataclass
 class ValidationReport:
-    """Result of :func:`validate` (chapter 01): ``ok``, one line per problem, and a summary dict."""
+    """Result of :func:`validate` (chapter 01): ``ok``, one line per problem, warnings (counted per file,
+    not errors) and a summary dict."""
 
     root: Path
     problems: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +76,8 @@ class ValidationReport:
         if not self.ok:
             return "\n".join([f"INVALID {self.root}: {len(self.problems)} problems", *self.problems])
         s = self.summary
+        shown = self.warnings[:20] + ([f"WARNING ... and {len(self.warnings) - 20} more files"]
+                                      if len(self.warnings) > 20 else [])
         lines = [f"OK {self.root}: {s['pairs']} pairs " + ", ".join(f"{k or 'flat'}={v}" for k, v in
                                                                     s["splits"].items()),
                  f"  sizes: {', '.join(s['sizes'])}; label formats: {s['label_formats']}",
@@ -73,7 +90,7 @@ class ValidationReport:
         lines.append("  top transitions (from → to, % of changed pixels):")
         for t in s["top_transitions"][:8]:
             lines.append(f"    {t['from']:>14} → {t['to']:<14} {100 * t['fraction']:6.2f}")
-        return "\n".join(lines)
+        return "\n".join(lines + shown)
 
 
 def summarize(labels: list[tuple[np.ndarray, np.ndarray]], pairs: list[Pair]) -> dict:
@@ -121,14 +138,17 @@ def validate(root: str | Path, split: str | None = None, workers: int | None = N
     pairs, problems = scan(root, split)
     labels: list[tuple[np.ndarray, np.ndarray]] = []
     with ThreadPoolExecutor(max_workers=workers or 4) as ex:
-        for arrays, probs in ex.map(check_pair, pairs):
+        warnings: list[str] = []
+        for pair, (arrays, probs) in zip(pairs, ex.map(check_pair, pairs)):
             problems += probs
             if arrays is not None:
                 labels.append((arrays[2], arrays[3]))
-    rep = ValidationReport(root, problems)
+                warnings += pair_warnings(pair, arrays[2], arrays[3])
+    rep = ValidationReport(root, problems, warnings=warnings)
     if rep.ok:
         rep.summary = summarize(labels, pairs)
         fmts = sorted({_label_format(p.label1) for p in pairs[:: max(1, len(pairs) // 20)]})
         rep.summary["label_formats"] = "/".join(fmts)
+        rep.summary["warnings"] = len(warnings)
     return rep
 

@@ -116,7 +116,8 @@ class CaptionStore:
         if not self.path.is_file():
             return []
         out, bad = [], 0
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -125,6 +126,7 @@ class CaptionStore:
                 bad += 1
                 continue
             if isinstance(rec, dict) and "pair" in rec:
+                _check_types(rec, f"{self.path}:{number}")
                 out.append(rec)
             else:
                 bad += 1
@@ -149,6 +151,18 @@ class CaptionStore:
     def failed(self) -> dict[str, str]:
         """``{pair: error}`` for the pairs whose latest attempt failed."""
         return {k: r.get("error") or "" for k, r in self.latest().items() if r.get("status") != "ok"}
+
+
+def _check_types(rec: dict[str, Any], where: str) -> None:
+    """A record's pair must be a string and its caption a string (or absent/null on a failed attempt);
+    anything else is an error naming the file and line, never a traceback deep in the text encoder."""
+    if not isinstance(rec["pair"], str) or not rec["pair"]:
+        raise ValueError(f"{where}: 'pair' must be a non-empty string, got {type(rec['pair']).__name__} "
+                         f"{str(rec['pair'])[:60]!r}; fix or delete that line")
+    cap = rec.get("caption")
+    if cap is not None and not isinstance(cap, str):
+        raise ValueError(f"{where}: the caption of pair {rec['pair']!r} is a {type(cap).__name__} "
+                         f"({str(cap)[:60]!r}), expected a string; fix or delete that line")
 
 
 def load_captions(path: str | Path) -> dict[str, str]:
