@@ -70,3 +70,21 @@ def test_total_is_half_ce_per_date_plus_bce_dice_sim():
     assert set(parts) == {"ce1", "ce2", "bce", "dice", "sim", "total"}
     loss.backward()
     assert out["sem1"].grad is not None and torch.isfinite(out["sem1"].grad).all()
+
+
+def test_fast_cosine_sim_equals_cosine_similarity_up_to_rounding_and_keeps_the_gradient():
+    g = torch.Generator().manual_seed(0)
+    s1 = torch.randn(2, 7, 16, 16, generator=g, requires_grad=True)
+    s2 = torch.randn(2, 7, 16, 16, generator=g, requires_grad=True)
+    change = (torch.rand(2, 16, 16, generator=g) > 0.5).float()
+    ref = similarity_loss(s1, s2, change)
+    fast = similarity_loss(s1, s2, change, fast_cosine=True)
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)
+    (g_ref,) = torch.autograd.grad(ref, s1)
+    (g_fast,) = torch.autograd.grad(fast, s1)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-7)
+    # the hand-computed two-pixel case of eq. (11) holds for the fast cosine as well
+    a = torch.full((1, 7, 1, 2), -30.0)
+    b = torch.full((1, 7, 1, 2), -30.0)
+    a[0, 5], b[0, 5, 0, 0], b[0, 3, 0, 1] = 10.0, 10.0, 10.0
+    assert math.isclose(similarity_loss(a, b, torch.zeros(1, 1, 2), fast_cosine=True).item(), 0.5, abs_tol=1e-5)
