@@ -162,7 +162,9 @@ def _book(folder: Path, name: str, params: str, body: str) -> None:
 
 def _series(tmp_path: Path) -> Path:
     books = tmp_path / "nb"
-    _book(books, "01_a.ipynb", "FAST = True\nRUN = 'x'\nEPOCHS: int | None = None", "pass")
+    _book(books, "01_a.ipynb", "FAST = True\nRUN = 'x'\nEPOCHS: int | None = None",
+          "from textscd_lib.common.runs import record_effective, run_dir\n"
+          "record_effective(run_dir(RUN), 'train', {'epochs': 1 if FAST else EPOCHS})")
     _book(books, "02_sleep.ipynb", "FAST = True\nRUN = 'x'\nSLEEP = 0.0",
           "import pathlib, time\npathlib.Path(RUN + '.started').write_text('1')\ntime.sleep(SLEEP)")
     _book(books, "03_c.ipynb", "FAST = True\nRUN = 'x'\nEPOCHS = 1\nLR = 0.1", "pass")
@@ -203,7 +205,9 @@ def test_a_rerun_that_changes_a_parameter_marks_the_other_chapters_declaring_it_
 
     books, res = _series(tmp_path), tmp_path / "res"
     runner.run_series({"EPOCHS": 3}, run_name="t", fast=True, results_root=res, notebooks_dir=books)
-    assert json.loads((res / "t/run.json").read_text())["status"] == "ok"
+    meta = json.loads((res / "t/run.json").read_text())
+    assert meta["status"] == "ok" and meta["parameters"] == {"EPOCHS": 3}
+    assert meta["effective"] == {"train": {"epochs": 1}}  # what FAST made of EPOCHS, next to what was given
     runner.run_series({"EPOCHS": 5}, run_name="t", fast=True, results_root=res, notebooks_dir=books, only=["03"])
     meta = json.loads((res / "t/run.json").read_text())
     assert meta["status"] == "incomplete" and meta["stale"] == ["01_a.ipynb"] and meta["missing"] == []

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SUBSTITUTES_FILE = "substitutes.json"
 WARNINGS_FILE = "warnings.json"
+EFFECTIVE_FILE = "effective.json"
 
 
 def is_fast() -> bool:
@@ -87,10 +88,11 @@ def clear_substitute(run_path: str | Path, part: str) -> None:
 
 
 def reset_substitutes(run_path: str | Path) -> None:
-    """Start a run's record afresh, substitutes and warnings (the runner does it before a whole series, so
+    """Start a run's record afresh, substitutes, warnings and effective values (the runner does it before a whole series, so
     stale parts never linger)."""
     (Path(run_path) / SUBSTITUTES_FILE).unlink(missing_ok=True)
     (Path(run_path) / WARNINGS_FILE).unlink(missing_ok=True)
+    (Path(run_path) / EFFECTIVE_FILE).unlink(missing_ok=True)
 
 
 def _line(part: str, rec: dict) -> str:
@@ -152,3 +154,17 @@ def _warning_line(part: str, rec: dict) -> str:
 def warning_lines(run_path: str | Path) -> list[str]:
     """Every warning recorded in this run, one printable line each."""
     return [_warning_line(part, rec) for part, rec in read_warnings(run_path).items()]
+
+
+# ----------------------------------------------------------------------------------- effective values
+def record_effective(run_path: str | Path, part: str, values: dict) -> None:
+    """Record the values a part of the run really used (``effective.json``; the runner copies it into
+    ``run.json``): say, the trainer's epochs after ``FAST`` shrank them, next to the parameters as given."""
+    record = _read_record(Path(run_path) / EFFECTIVE_FILE)
+    record[part] = values
+    atomic_write_json(Path(run_path) / EFFECTIVE_FILE, record)
+
+
+def read_effective(run_path: str | Path) -> dict:
+    """``{part: {name: value}}`` recorded by :func:`record_effective`."""
+    return _read_record(Path(run_path) / EFFECTIVE_FILE)

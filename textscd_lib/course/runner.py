@@ -17,7 +17,6 @@ the run folder's lock (:mod:`textscd_lib.common.lock`); its notebooks' kernels i
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import os
 import signal
@@ -27,21 +26,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from textscd_lib.common.io import atomic_write_json
 from textscd_lib.common.lock import run_lock
 from textscd_lib.common.paths import HOME_ENV, RESULTS_ENV, home
-from textscd_lib.common.runs import read_substitutes, read_warnings, reset_substitutes, run_dir
+from textscd_lib.common.runs import reset_substitutes, run_dir
 from textscd_lib.course import env, tidy
+from textscd_lib.course.runrecord import RUNNER_PARAMETERS, RunError, read_run_json, write_run_json
 
 log = logging.getLogger(__name__)
-
-# Set by the runner itself, declared by every notebook.
-RUNNER_PARAMETERS = ("RUN", "FAST")
-
-
-class RunError(RuntimeError):
-    """A run that cannot start (bad parameters) or a notebook that failed."""
-
 
 class Terminated(BaseException):
     """SIGTERM while the series runs (handled like Ctrl-C: the record says "interrupted")."""
@@ -201,7 +192,7 @@ def _run_locked(params, run_name, fast, only, kernel_name, out, books, series, d
 
     if only is None:  # a whole series records its substitutes afresh (single chapters add to the record)
         reset_substitutes(out)
-    previous = _read_run_json(out) if only is not None else None
+    previous = read_run_json(out) if only is not None else None
     report = RunReport(run=run_name, path=out)
     meta = {
         "run": run_name, "fast": fast, "parameters": params, "git": git,
@@ -221,7 +212,7 @@ def _run_locked(params, run_name, fast, only, kernel_name, out, books, series, d
             target = out / "executed" / book.name
             entry = {"notebook": book.name, "parameters": mine, "status": "running", "started_at": time.time()}
             report.notebooks.append(entry)
-            _write_run_json(out, meta, previous, series_info)  # "running" is visible while it runs
+            write_run_json(out, meta, previous, series_info)  # "running" is visible while it runs
             log.info("running %s", book.name)
             t0 = time.perf_counter()
             try:
@@ -246,7 +237,7 @@ def _run_locked(params, run_name, fast, only, kernel_name, out, books, series, d
                 raise RunError(f"{book.name} failed ({type(e).__name__}: {e})") from e
             entry.update(status="ok", seconds=round(time.perf_counter() - t0, 2))
             meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
-            _write_run_json(out, meta, previous, series_info)
+            write_run_json(out, meta, previous, series_info)
         report.status = "ok"
     finally:
         if old_term is not None:
@@ -258,7 +249,7 @@ def _run_locked(params, run_name, fast, only, kernel_name, out, books, series, d
                 os.environ[k] = v
         meta["status"] = report.status if report.status != "running" else "failed"
         meta["total_seconds"] = round(time.perf_counter() - t_all, 2)
-        _write_run_json(out, meta, previous, series_info)
+        write_run_json(out, meta, previous, series_info)
     return report
 
 
@@ -270,69 +261,6 @@ def _on_sigterm():
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
         return None
-
-
-def _read_run_json(out: Path) -> dict | None:
-    f = out / "run.json"
-    if not f.exists():
-        return None
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{f}: not valid JSON ({e}); delete it or run the whole series again") from e
-
-
-_ABSENT = "<default>"
-
-
-def series_status(notebooks: list[dict], series: list[str], declared: dict[str, list[str]]) -> dict:
-    """``status`` of a series from its chapters' entries: "interrupted" / "failed" when a chapter is, else
-    "incomplete" when a chapter is ``missing`` (never ran) or ``stale`` (ran with a value of a parameter it
-    declares that a later execution changed), else "ok"."""
-    by_name = {e["notebook"]: e for e in notebooks}
-    for bad in ("interrupted", "failed", "running"):
-        hit = [e["notebook"] for e in notebooks if e.get("status") == bad]
-        if hit:
-            return {"status": "interrupted" if bad == "running" else bad, "chapter": hit[0]}
-    current: dict[str, object] = {}
-    for e in sorted(notebooks, key=lambda e: e.get("started_at", 0)):
-        for name in [*declared.get(e["notebook"], []), *RUNNER_PARAMETERS]:
-            current[name] = e.get("parameters", {}).get(name, _ABSENT)
-    stale = [e["notebook"] for e in notebooks
-             if any(e.get("parameters", {}).get(n, _ABSENT) != current.get(n, _ABSENT)
-                    for n in [*declared.get(e["notebook"], []), *RUNNER_PARAMETERS])]
-    missing = [b for b in series if b not in by_name]
-    if missing or stale:
-        return {"status": "incomplete", "missing": missing, "stale": stale}
-    return {"status": "ok"}
-
-
-def _write_run_json(out: Path, meta: dict, previous: dict | None, series_info: tuple | None = None) -> None:
-    """``run.json``. A whole series writes its own record. ``--only`` re-executes some chapters of an existing
-    run: their entries replace the old ones, the other chapters' entries and the series' parameters stay, and
-    the re-execution is listed under ``reruns`` (its parameters, commit, time). The status comes from
-    :func:`series_status` over every chapter of the series."""
-    series, declared = series_info or ([e["notebook"] for e in meta["notebooks"]], {})
-    meta = {**meta, "substitutes": read_substitutes(out), "warnings": read_warnings(out)}
-    if previous is None:
-        notebooks, record = meta["notebooks"], meta
-    else:
-        redone = {e["notebook"] for e in meta["notebooks"]}
-        kept = [e for e in previous.get("notebooks", []) if e.get("notebook") not in redone]
-        rerun = {k: meta[k] for k in ("parameters", "git", "versions", "device", "started", "status",
-                                      "total_seconds") if k in meta}
-        rerun["notebooks"] = sorted(redone)
-        reruns = [r for r in previous.get("reruns", []) if r.get("started") != rerun["started"]] + [rerun]
-        notebooks = sorted(kept + meta["notebooks"], key=lambda e: e["notebook"])
-        record = {**previous, "notebooks": notebooks, "substitutes": meta["substitutes"],
-                  "warnings": meta["warnings"], "reruns": reruns}
-    for k in ("missing", "stale", "chapter"):
-        record.pop(k, None)
-    if meta.get("status", "running") == "running":
-        record["status"] = "running"  # a chapter is executing now (a killed runner leaves this: see below)
-    else:
-        record.update(series_status(notebooks, series, declared))
-    atomic_write_json(out / "run.json", record)
 
 
 def load_params_file(path: str | Path) -> dict:

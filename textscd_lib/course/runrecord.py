@@ -1,0 +1,85 @@
+"""``run.json``: the record of a series, and its status (``textscd run``; see docs/robustness.md).
+
+A series is ``"ok"`` only when every chapter has run since the parameters it declares last changed; otherwise
+``"interrupted"`` / ``"failed"`` (naming the ``chapter``) or ``"incomplete"`` (listing the chapters ``missing``
+and ``stale``). :func:`write_run_json` merges an ``--only`` rerun into the series' record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from textscd_lib.common.io import atomic_write_json
+from textscd_lib.common.runs import read_effective, read_substitutes, read_warnings
+
+# Set by the runner itself, declared by every notebook.
+RUNNER_PARAMETERS = ("RUN", "FAST")
+
+
+class RunError(RuntimeError):
+    """A run that cannot start (bad parameters) or a notebook that failed."""
+
+
+def read_run_json(out: Path) -> dict | None:
+    f = out / "run.json"
+    if not f.exists():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{f}: not valid JSON ({e}); delete it or run the whole series again") from e
+
+
+_ABSENT = "<default>"
+
+
+def series_status(notebooks: list[dict], series: list[str], declared: dict[str, list[str]]) -> dict:
+    """``status`` of a series from its chapters' entries: "interrupted" / "failed" when a chapter is, else
+    "incomplete" when a chapter is ``missing`` (never ran) or ``stale`` (ran with a value of a parameter it
+    declares that a later execution changed), else "ok"."""
+    by_name = {e["notebook"]: e for e in notebooks}
+    for bad in ("interrupted", "failed", "running"):
+        hit = [e["notebook"] for e in notebooks if e.get("status") == bad]
+        if hit:
+            return {"status": "interrupted" if bad == "running" else bad, "chapter": hit[0]}
+    current: dict[str, object] = {}
+    for e in sorted(notebooks, key=lambda e: e.get("started_at", 0)):
+        for name in [*declared.get(e["notebook"], []), *RUNNER_PARAMETERS]:
+            current[name] = e.get("parameters", {}).get(name, _ABSENT)
+    stale = [e["notebook"] for e in notebooks
+             if any(e.get("parameters", {}).get(n, _ABSENT) != current.get(n, _ABSENT)
+                    for n in [*declared.get(e["notebook"], []), *RUNNER_PARAMETERS])]
+    missing = [b for b in series if b not in by_name]
+    if missing or stale:
+        return {"status": "incomplete", "missing": missing, "stale": stale}
+    return {"status": "ok"}
+
+
+def write_run_json(out: Path, meta: dict, previous: dict | None, series_info: tuple | None = None) -> None:
+    """``run.json``. A whole series writes its own record. ``--only`` re-executes some chapters of an existing
+    run: their entries replace the old ones, the other chapters' entries and the series' parameters stay, and
+    the re-execution is listed under ``reruns`` (its parameters, commit, time). The status comes from
+    :func:`series_status` over every chapter of the series."""
+    series, declared = series_info or ([e["notebook"] for e in meta["notebooks"]], {})
+    meta = {**meta, "substitutes": read_substitutes(out), "warnings": read_warnings(out),
+            "effective": read_effective(out)}
+    if previous is None:
+        notebooks, record = meta["notebooks"], meta
+    else:
+        redone = {e["notebook"] for e in meta["notebooks"]}
+        kept = [e for e in previous.get("notebooks", []) if e.get("notebook") not in redone]
+        rerun = {k: meta[k] for k in ("parameters", "git", "versions", "device", "started", "status",
+                                      "total_seconds") if k in meta}
+        rerun["notebooks"] = sorted(redone)
+        reruns = [r for r in previous.get("reruns", []) if r.get("started") != rerun["started"]] + [rerun]
+        notebooks = sorted(kept + meta["notebooks"], key=lambda e: e["notebook"])
+        record = {**previous, "notebooks": notebooks, "substitutes": meta["substitutes"],
+                  "warnings": meta["warnings"], "effective": meta["effective"], "reruns": reruns}
+    for k in ("missing", "stale", "chapter"):
+        record.pop(k, None)
+    if meta.get("status", "running") == "running":
+        record["status"] = "running"  # a chapter is executing now (a killed runner leaves this: see below)
+    else:
+        record.update(series_status(notebooks, series, declared))
+    atomic_write_json(out / "run.json", record)
