@@ -56,7 +56,7 @@ def error_map(pred1, pred2, label1, label2) -> np.ndarray:
 
     Works on any leading batch shape.
     """
-    p1, p2, l1, l2 = (to_numpy(x).astype(np.int64) for x in (pred1, pred2, label1, label2))
+    p1, p2, l1, l2 = (to_numpy(x) for x in (pred1, pred2, label1, label2))   # comparisons only: no copies
     if not (p1.shape == p2.shape == l1.shape == l2.shape):
         raise ValueError(f"error_map: shapes differ: pred {p1.shape}/{p2.shape}, label {l1.shape}/{l2.shape}")
     true_change = (l1 > 0) | (l2 > 0)

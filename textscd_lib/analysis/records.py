@@ -53,6 +53,13 @@ COMPONENT_COLUMNS = ("tile", "error", "id", "area", "r0", "c0", "r1", "c1", "dat
                      "distance_px", "reach_px", "kind", "event", "cause", "caption_names")
 
 
+def confusion_of(pred: tuple, label: tuple) -> np.ndarray:
+    """The tile's 7×7 confusion matrix H[pred, truth] over both dates (`textscd_lib.metrics`), as int64."""
+    p1, p2, l1, l2 = (np.asarray(x, dtype=np.uint8) for x in (*pred, *label))   # codes ≤ 48 fit in uint8
+    return (np.bincount((p1 * N + l1).ravel(), minlength=N * N)
+            + np.bincount((p2 * N + l2).ravel(), minlength=N * N)).reshape(N, N)
+
+
 def transition_name(code: int) -> str:
     """'low vegetation→building' for a code ``from * 7 + to``; 'unchanged' for (0, 0) (chapter 06)."""
     a, b = divmod(int(code), N)
@@ -74,19 +81,23 @@ def caption_naming(mentioned: set[str] | None, predicted: str, true: str) -> str
 
 def _majority(lab: np.ndarray, n: int, codes: np.ndarray) -> np.ndarray:
     on = lab > 0
-    counts = np.bincount(lab[on] * (N * N) + codes[on], minlength=(n + 1) * N * N).reshape(n + 1, N * N)
+    counts = np.bincount(lab[on].astype(np.int64) * (N * N) + codes[on], minlength=(n + 1) * N * N).reshape(n + 1, N * N)
     return counts[1:].argmax(1)
 
 
-def _overlapping_event(scene: Mapping | None, box: tuple[int, int, int, int], scale: float, pad: int) -> str:
-    """The scene-log change event whose bounding box overlaps ``box`` the most (padded by ``pad`` px)."""
-    best, best_area = "", 0
+def _overlapping_event(scene: Mapping | None, box: tuple[int, int, int, int], scale: float, pad: int,
+                       transition: str = "") -> str:
+    """The scene-log change event whose bounding box (padded by ``pad`` px) overlaps ``box`` the most; an event
+    of the same ``transition`` as the component is preferred to any other."""
+    best, best_key = "", (False, 0.0)
     for ev in (scene or {}).get("changes", []):
         r0, c0, r1, c1 = (v * scale for v in ev["bbox"])
         h = min(box[2], r1 + pad) - max(box[0], r0 - pad)
         w = min(box[3], c1 + pad) - max(box[1], c0 - pad)
-        if h > 0 and w > 0 and h * w > best_area:
-            best, best_area = f"{ev['from']}→{ev['to']}", h * w
+        name = f"{ev['from']}→{ev['to']}"
+        key = (name == transition, h * w)
+        if h > 0 and w > 0 and key > best_key:
+            best, best_key = name, key
     return best
 
 
@@ -106,43 +117,51 @@ def _cause(scene: Mapping | None, error: str, predicted: str, true: str) -> str:
     return "none logged"
 
 
+def distance_to(mask: np.ndarray) -> np.ndarray | None:
+    """Euclidean distance (px) of every pixel to the nearest pixel of ``mask``; None when ``mask`` is empty."""
+    return ndimage.distance_transform_edt(~mask) if mask.any() else None
+
+
 def tile_records(name: str, pred: tuple, label: tuple, caption: str | None = None, scene: Mapping | None = None,
-                 boundary_px: int = BOUNDARY_PX) -> tuple[dict, list[dict]]:
+                 boundary_px: int = BOUNDARY_PX, dist_true: np.ndarray | None = None) -> tuple[dict, list[dict]]:
     """The records of one tile (chapter 06): ``(tile row, component rows)``.
 
     ``pred`` and ``label`` are ``(map1, map2)`` index maps (0 = unchanged). The tile row holds the four
     metrics of the tile (NaN where undefined), the pixels of each category of ``error_map`` and, per error
     (false alarm, miss) and kind, the components and their pixels. ``caption`` (None = no caption) and
-    ``scene`` (the tile's scene-log record, None = none) fill ``caption_names``, ``event`` and ``cause``."""
-    p1, p2, l1, l2 = (np.asarray(x, dtype=np.int64) for x in (*pred, *label))
+    ``scene`` (the tile's scene-log record, None = none) fill ``caption_names``, ``event`` and ``cause``.
+    ``dist_true``: :func:`distance_to` of the true change, when already computed (it is the same for every
+    method scored on this tile)."""
+    p1, p2, l1, l2 = (np.asarray(x, dtype=np.uint8) for x in (*pred, *label))
     err = error_map(p1, p2, l1, l2)
-    H = (np.bincount((p1 * N + l1).ravel(), minlength=N * N)
-         + np.bincount((p2 * N + l2).ravel(), minlength=N * N)).reshape(N, N)
-    s = scores_from_confusion(H)
+    s = scores_from_confusion(confusion_of((p1, p2), (l1, l2)))
     row: dict = {"tile": name, **{k: float(s[k]) for k in METRIC_COLUMNS}}
     row.update({c: int(v) for c, v in zip(ERROR_CATEGORIES, np.bincount(err.ravel(), minlength=5))})
     true_change, pred_change = l1 > 0, (p1 > 0) | (p2 > 0)
     mentioned = classes_mentioned(caption) if caption is not None else None
     scale = err.shape[0] / scene["size"] if scene and scene.get("size") else 1.0
-    pcode, tcode = p1 * N + p2, l1 * N + l2
+    pcode, tcode = p1 * N + p2, l1 * N + l2                  # uint8: ≤ 48
     comps: list[dict] = []
+    if dist_true is None:
+        dist_true = distance_to(true_change)
     for error, cat, other in (("false alarm", FALSE_ALARM, true_change), ("miss", MISS, pred_change)):
         lab, n = ndimage.label(err == cat, STRUCTURE)
         key = "fa" if error == "false alarm" else "miss"
         row.update({f"{key}_{k}": 0 for k in ("components", "boundary", "isolated", "boundary_px", "isolated_px")})
         if n == 0:
             continue
-        idx = np.arange(1, n + 1)
         area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-        if other.any():
-            dist = ndimage.distance_transform_edt(~other)
-            dmin, dmax = (np.asarray(f(dist, lab, idx), dtype=float) for f in (ndimage.minimum, ndimage.maximum))
-        else:
-            dmin = dmax = np.full(n, np.nan)
+        slices = ndimage.find_objects(lab)
+        dmin, dmax = np.full(n, np.nan), np.full(n, np.nan)
+        dist = dist_true if error == "false alarm" else distance_to(other)
+        if dist is not None:
+            for i, sl in enumerate(slices):
+                d = dist[sl][lab[sl] == i + 1]
+                dmin[i], dmax[i] = d.min(), d.max()
         both = np.bincount(lab.ravel(), weights=((p1 > 0) & (p2 > 0)).ravel(), minlength=n + 1)[1:]
         only1 = np.bincount(lab.ravel(), weights=(p1 > 0).ravel(), minlength=n + 1)[1:]
         ptr, ttr = _majority(lab, n, pcode), _majority(lab, n, tcode)
-        for i, sl in enumerate(ndimage.find_objects(lab)):
+        for i, sl in enumerate(slices):
             box = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
             kind = "boundary" if dmin[i] <= boundary_px else "isolated"   # NaN (nothing on the other side): isolated
             date = ("both" if error == "miss" or both[i] * 2 >= area[i] else "1" if only1[i] > area[i] - only1[i]
@@ -151,7 +170,7 @@ def tile_records(name: str, pred: tuple, label: tuple, caption: str | None = Non
             comps.append({"tile": name, "error": error, "id": i + 1, "area": int(area[i]), "r0": box[0],
                           "c0": box[1], "r1": box[2], "c1": box[3], "date": date, "predicted": predicted,
                           "true": true, "distance_px": float(dmin[i]), "reach_px": float(dmax[i]), "kind": kind,
-                          "event": _overlapping_event(scene, box, scale, boundary_px),
+                          "event": _overlapping_event(scene, box, scale, boundary_px, true),
                           "cause": _cause(scene, error, predicted, true),
                           "caption_names": caption_naming(mentioned, predicted, true)})
             row[f"{key}_{kind}"] += 1

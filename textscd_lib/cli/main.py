@@ -1,8 +1,14 @@
 """The ``textscd`` command (also ``python -m textscd_lib``).
 
-Subcommands: ``env``, ``run``, ``data synth|validate|prepare-second``, ``caption``, ``train``, ``evaluate``,
-``bench``. Each group lives in ``textscd_lib/cli/<group>.py`` as ``register(subparsers)`` and calls the
-same library function the notebooks and tests call.
+Subcommands, one per stage: ``data synth|validate|prepare-second``, ``caption``, ``features``, ``train``,
+``predict``, ``evaluate``; and ``env``, ``run`` (the notebook series), ``bench``. Each group lives in
+``textscd_lib/cli/<group>.py`` as ``register(subparsers)`` and calls the same library function the notebooks and
+tests call; the library is imported inside the handlers, so ``textscd --help`` does not import torch.
+
+Exit codes, the same for every subcommand: 0 ok; 1 the command ran and failed (a dataset with problems, captions
+that failed, a diverged training, a run folder held by another process); 2 usage: a bad option (argparse) or an
+input the user can fix (a missing file, a refused setting), printed as one line without a traceback;
+130 interrupted. Anything else is unexpected and keeps its traceback (``-v`` shows tracebacks for all).
 """
 
 from __future__ import annotations
@@ -12,20 +18,46 @@ import importlib
 import logging
 import sys
 
-GROUPS = ("core", "data", "caption", "train", "bench")
+from textscd_lib import __version__
+
+GROUPS = ("core", "data", "caption", "train", "stages", "bench", "errors")
+
+# failures the library reports in words (exit 1, one line): (module, class), matched only once imported
+FAILURES = (("textscd_lib.engine.trainer", "TrainingDiverged"), ("textscd_lib.text.gemini", "FatalGeminiError"),
+            ("textscd_lib.course.runner", "RunError"), ("textscd_lib.common.lock", "LockHeld"))
 
 
 class CLIError(Exception):
     """An error the user can fix; printed without a traceback, exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations (``--resum`` is refused, not taken for ``--resume``), for every subparser."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textscd", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = Parser(prog="textscd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"textscd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks for every error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
         importlib.import_module(f"textscd_lib.cli.{group}").register(sub)
     return parser
+
+
+def exit_code(e: BaseException) -> int | None:
+    """2 for an input the user can fix, 1 for a failure the library reported in words, None: unexpected."""
+    if isinstance(e, (CLIError, ValueError, FileNotFoundError, NotADirectoryError)):
+        return 2
+    for module, name in FAILURES:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(e, cls):
+            return 1
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - user-facing errors are printed without a traceback
-        if args.verbose or not _is_user_error(e):
+    except Exception as e:  # noqa: BLE001 - errors in words get one line; the unexpected keep their traceback
+        code = exit_code(e)
+        if code is None or args.verbose:
             raise
         print(f"textscd {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-def _is_user_error(e: Exception) -> bool:
-    return isinstance(e, (CLIError, ValueError, FileNotFoundError, RuntimeError, OSError))
+        return code
 
 
 if __name__ == "__main__":

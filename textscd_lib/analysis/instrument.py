@@ -1,0 +1,239 @@
+"""The error-analysis instrument over folders of predictions from any method (chapter 06; ``textscd errors``).
+
+:func:`analyse_folders` pairs the predictions with the truth (`textscd_lib.metrics.match_predictions`: label1/
+label2/, or im1/ im2/ and im1_rgb/ im2_rgb/ as the SECOND reference protocol's prediction scripts write them),
+checks everything before reading a map, computes the records of every tile (`textscd_lib.analysis.records`) for
+method A and, with ``compare``, method B, ranks the tiles (`textscd_lib.analysis.errors.rank_tiles`), draws the
+gallery of the top tiles (`textscd_lib.analysis.gallery`) and renders report.html
+(`textscd_lib.analysis.report`). :func:`write_outputs` writes it all at the end, each file atomically, so a
+failure leaves nothing half-written. The records are the same whatever produced the PNGs.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from textscd_lib.analysis import gallery as G
+from textscd_lib.analysis import report as R
+from textscd_lib.analysis.errors import ERROR_CATEGORIES, RANKINGS, error_map, rank_tiles
+from textscd_lib.analysis.records import (
+    BOUNDARY_PX,
+    COMPONENT_COLUMNS,
+    confusion_of,
+    distance_to,
+    tile_records,
+)
+from textscd_lib.common.io import atomic_write, atomic_write_json, atomic_write_text
+from textscd_lib.data.second import image_files, read_image, read_label
+from textscd_lib.data.synthetic import read_scene_log
+from textscd_lib.metrics import METRIC_COLUMNS, match_predictions, read_truth, scores_from_confusion
+from textscd_lib.text.store import load_captions
+
+THUMB_PX, PANEL_PX, GALLERY_PX = 56, 96, 128
+
+
+@dataclass
+class Analysis:
+    """What :func:`analyse_folders` found: per method (A, then B) the tile and component tables, the totals,
+    the ranking of A's tiles, the gallery image and the report page."""
+
+    methods: list[str]
+    tiles: dict[str, pd.DataFrame]
+    components: dict[str, pd.DataFrame]
+    scores: dict[str, dict]
+    ranking: pd.DataFrame
+    rank_by: str
+    gallery: object
+    html: str
+    facts: list[str] = field(default_factory=list)
+
+
+def find_scene_log(gt_root: Path) -> dict[str, dict] | None:
+    """The mini-SECOND scene log next to the ground truth (GT or its parents, two levels), or None."""
+    for d in (gt_root, *list(gt_root.parents)[:2]):
+        if (d / "scene_log.jsonl").is_file():
+            return read_scene_log(d)
+    return None
+
+
+def _images(gt_label_dir: Path, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for f in ("im1", "im2"):
+        p = image_files(gt_label_dir / f).get(name)
+        out.append(read_image(p) if p else np.full((*shape, 3), 200, np.uint8))
+    return out[0], out[1]
+
+
+def _tile_job(job: tuple) -> tuple:
+    """Records, thumbnail and report panel of one tile (a picklable job for the process pool)."""
+    name, gt_paths, img_dir, pa, pb, caption, scene, boundary_px, names = job
+    label = read_truth(*gt_paths)
+    preds = [tuple(read_label(q) for q in pa)] + ([tuple(read_label(q) for q in pb)] if pb else [])
+    dist = distance_to(label[0] > 0)   # shared by both methods
+    recs = [tile_records(name, p, label, caption, scene, boundary_px, dist) for p in preds]
+    Hs = [confusion_of(p, label) for p in preds]
+    im1, im2 = _images(img_dir, name, label[0].shape)
+    comps_a = pd.DataFrame(recs[0][1], columns=list(COMPONENT_COLUMNS))
+    iso = {e: set(comps_a.loc[(comps_a["error"] == e) & (comps_a["kind"] == "isolated"), "id"])
+           for e in ("false alarm", "miss")}
+    thumb = R.data_uri(G._square(G.outlined(im2, error_map(*preds[0], *label), iso, THUMB_PX), THUMB_PX))
+    panel = G.tile_row(im1, im2, label, preds[0], comps_a, preds[1] if pb else None, names, PANEL_PX)
+    return name, recs, Hs, thumb, R.data_uri(panel)
+
+
+def analyse_folders(pred: str | Path, gt: str | Path, compare: str | Path | None = None,
+                    captions: str | Path | None = None, names: tuple[str, str] = ("A", "B"),
+                    split: str | None = None, rank_by: str = "false-alarm-area", top: int = 8,
+                    boundary_px: int = BOUNDARY_PX, strict: bool = True, workers: int = 1,
+                    progress: bool = False, log=print) -> Analysis:
+    """Error records, ranking, gallery and report for the predictions in ``pred`` (and ``compare``) against
+    ``gt`` (chapter 06, ``textscd errors``). ``captions``: a caption store (JSONL) of the tiles; the scene log
+    is found next to ``gt`` when there is one. ``strict``: extra prediction files are a problem too.
+    ``workers`` > 1 spreads the tiles over processes. ``log`` receives what was read (layouts, sources)."""
+    if rank_by not in RANKINGS:
+        raise ValueError(f"unknown ranking {rank_by!r}; choose one of {', '.join(RANKINGS)}")
+    if rank_by == "difference" and compare is None:
+        raise ValueError("--rank-by difference needs a second method (--compare DIR)")
+    methods = [names[0]] + ([names[1]] if compare is not None else [])
+    m = [match_predictions(p, gt, split, strict=strict) for p in [pred] + ([compare] if compare else [])]
+    facts = []
+    for meth, mm in zip(methods, m):
+        facts.append(f"{meth}: {mm['pred_dirs'][0].parent} — {mm['layout']}")
+        log(f"{meth}: read {mm['pred_dirs'][0]} and {mm['pred_dirs'][1]} ({mm['layout']})")
+    caps = load_captions(captions) if captions else None
+    gt_dir = Path(next(iter(m[0]["gt"].values()))[0]).parent.parent
+    scene_log = find_scene_log(gt_dir)
+    facts.append(f"truth: {gt_dir}; scene log: {'yes' if scene_log else 'none (no cause column)'}; captions: "
+                 f"{captions or 'none'}; boundary = within {boundary_px} px")
+    log(facts[-1])
+    jobs = [(n, m[0]["gt"][n], gt_dir, m[0]["pred"][n], m[1]["pred"][n] if compare else None,
+             caps.get(n) if caps is not None else None, (scene_log or {}).get(n), boundary_px, names)
+            for n in m[0]["names"]]
+    results = _run(jobs, workers, progress)
+    tiles, comps, H = {}, {}, {}
+    for k, meth in enumerate(methods):
+        tiles[meth] = pd.DataFrame([r[1][k][0] for r in results]).set_index("tile")
+        comps[meth] = pd.DataFrame([c for r in results for c in r[1][k][1]], columns=list(COMPONENT_COLUMNS))
+        H[meth] = sum(r[2][k] for r in results)
+    scores = {meth: scores_from_confusion(H[meth]) for meth in methods}
+    ranking = rank_tiles(tiles[methods[0]], rank_by, compare=tiles.get(names[1]))
+    thumbs = {r[0]: r[3] for r in results}
+    panels = {r[0]: r[4] for r in results}
+    gallery = _gallery(ranking.index[:top], m, gt_dir, tiles, comps, caps, names, compare is not None)
+    details = {n: _details(n, comps[methods[0]], caps) for n in tiles[methods[0]].index}
+    table = _tile_table(tiles, methods)
+    page = R.render(f"False detections: {' vs '.join(methods)}", facts, summaries(tiles, comps, scores, methods),
+                    table.loc[ranking.index], list(table.columns), thumbs, panels, details)
+    return Analysis(methods, tiles, comps, scores, ranking, rank_by, gallery, page, facts)
+
+
+def _run(jobs: list, workers: int, progress: bool) -> list:
+    from tqdm.auto import tqdm
+
+    bar = (lambda it: tqdm(it, total=len(jobs), desc="tiles", unit="tile")) if progress else (lambda it: it)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(bar(pool.map(_tile_job, jobs, chunksize=max(1, len(jobs) // (8 * workers)))))
+    return [_tile_job(j) for j in bar(jobs)]
+
+
+def _gallery(tops, m, gt_dir, tiles, comps, caps, names, has_b):
+    rows = []
+    a = names[0]
+    for n in tops:
+        label = read_truth(*m[0]["gt"][n])
+        pa = tuple(read_label(q) for q in m[0]["pred"][n])
+        pb = tuple(read_label(q) for q in m[1]["pred"][n]) if has_b else None
+        im1, im2 = _images(gt_dir, n, label[0].shape)
+        t = tiles[a].loc[n]
+        title = (f"{n} · {a}: false alarm {int(t['false alarm'])} px ({int(t['fa_isolated'])} isolated), miss "
+                 f"{int(t['miss'])} px, SeK {_pct(t['SeK'])}")
+        if caps is not None:
+            title += " · caption: " + (caps.get(n) or "(none)")[:110]
+        rows.append(G.tile_row(im1, im2, label, pa, comps[a][comps[a]["tile"] == n], pb, names, GALLERY_PX, title))
+    return G.stack(rows, G.legend()) if rows else None
+
+
+def _pct(v) -> str:
+    return "NaN" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _details(name: str, comps: pd.DataFrame, caps) -> str:
+    c = comps[comps["tile"] == name]
+    pred_cls = {x for t in c.loc[c["error"] == "false alarm", "predicted"] for x in t.split("→")}
+    true_cls = {x for t in c.loc[c["error"] == "miss", "true"] for x in t.split("→")}
+    cap = R.caption_html(caps.get(name) if caps is not None else None, pred_cls, true_cls)
+    big = c.sort_values("area", ascending=False).head(6)
+    cols = ["error", "kind", "area", "distance_px", "predicted", "true", "event", "cause", "caption_names"]
+    rows = "".join("<tr>" + "".join(f"<td class=l>{html.escape(str(v))}</td>" for v in r) + "</tr>"
+                   for r in big[cols].round(1).itertuples(index=False))
+    head = "".join(f"<th class=l>{k}</th>" for k in cols)
+    return (f"<p>caption (magenta: names a false alarm's class, cyan: a missed class): {cap}</p>"
+            + (f"<table><tr>{head}</tr>{rows}</table>" if len(big) else "<p>no error components</p>"))
+
+
+def _tile_table(tiles: dict, methods: list[str]) -> pd.DataFrame:
+    out = pd.DataFrame(index=tiles[methods[0]].index)
+    for meth in methods:
+        t = tiles[meth]
+        out[f"{meth} SeK"] = 100 * t["SeK"]
+        out[f"{meth} false alarm px"] = t["false alarm"]
+        out[f"{meth} isolated FA"] = t["fa_isolated"]
+        out[f"{meth} miss px"] = t["miss"]
+    if len(methods) == 2:
+        wrong = list(ERROR_CATEGORIES[2:])
+        out[f"wrong px {methods[1]} − {methods[0]}"] = (tiles[methods[1]][wrong].sum(axis=1)
+                                                        - tiles[methods[0]][wrong].sum(axis=1))
+    return out
+
+
+def summaries(tiles: dict, comps: dict, scores: dict, methods: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """The summary tables of the report and chapter 06: metrics, pixels per error category, false alarms and
+    misses by kind, false alarms by predicted transition, by cause and by what the caption names."""
+    out = [("Metrics over all tiles (×100)", pd.DataFrame(
+        {meth: [round(100 * scores[meth][k], 2) for k in METRIC_COLUMNS] for meth in methods},
+        index=pd.Index(METRIC_COLUMNS, name="metric")))]
+    out.append(("Pixels per error category", pd.DataFrame(
+        {meth: tiles[meth][list(ERROR_CATEGORIES)].sum() for meth in methods}).rename_axis("category")))
+    for err, col, title in (("false alarm", "kind", "False alarms by kind"), ("miss", "kind", "Misses by kind"),
+                            ("false alarm", "predicted", "False alarms by predicted transition"),
+                            ("false alarm", "cause", "False alarms by cause (scene log)"),
+                            ("false alarm", "caption_names", "False alarms: the caption names")):
+        parts = {}
+        for meth in methods:
+            c = comps[meth][comps[meth]["error"] == err]
+            if col in ("cause", "caption_names") and not (c[col] != "").any():
+                continue
+            g = c.groupby(col)["area"]
+            parts[f"{meth} components"], parts[f"{meth} px"] = g.size(), g.sum()
+        if parts:
+            df = pd.DataFrame(parts).fillna(0).astype(int).rename_axis(col)
+            out.append((title, df.sort_values(df.columns[1], ascending=False).head(12)))
+    return out
+
+
+def write_outputs(a: Analysis, out: str | Path) -> dict[str, Path]:
+    """Write errors/tiles.csv, errors/components.csv, errors/ranking.csv, errors/summary.json,
+    errors/gallery.png and report.html under ``out``, each atomically (chapter 06, ``textscd errors``)."""
+    out = Path(out)
+    tiles = pd.concat({meth: t for meth, t in a.tiles.items()}, names=["method"]).reset_index()
+    comps = pd.concat({meth: c for meth, c in a.components.items()}, names=["method", "_"]).reset_index(0)
+    paths = {"tiles": atomic_write_text(out / "errors" / "tiles.csv", tiles.to_csv(index=False)),
+             "components": atomic_write_text(out / "errors" / "components.csv", comps.to_csv(index=False)),
+             "ranking": atomic_write_text(out / "errors" / "ranking.csv", a.ranking.to_csv())}
+    keep = ("OA", "mIoU", "SeK", "F_scd", "pixels", "nan_reasons")
+    paths["summary"] = atomic_write_json(out / "errors" / "summary.json", {
+        "methods": a.methods, "rank_by": a.rank_by, "facts": a.facts, "tiles": len(a.ranking),
+        "scores": {m: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items() if k in keep}
+                   for m, s in a.scores.items()}})
+    if a.gallery is not None:
+        paths["gallery"] = atomic_write(out / "errors" / "gallery.png", lambda p: a.gallery.save(p, format="PNG"))
+    paths["report"] = atomic_write_text(out / "report.html", a.html)
+    return paths

@@ -1,0 +1,115 @@
+"""Predictions of a simulated method, written to disk as other methods write theirs: chapter 06's exercises, the
+tests and the benchmark of ``textscd errors`` (``python -m textscd_lib.analysis.simulate``).
+
+:func:`simulate_maps` damages the truth in the ways a change detector errs, each controlled and seeded: true
+change regions dropped (misses), grown by a rim (boundary false alarms), a few invented blobs away from any
+change (isolated false alarms), and date-2 classes swapped (right change, wrong class). :func:`write_predictions`
+saves them in one of the layouts of `textscd_lib.metrics.PRED_LAYOUTS`. Nothing here is a model: it is a
+known answer to check the instrument against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from textscd_lib.analysis.records import STRUCTURE
+from textscd_lib.data.second import CLASSES, COLORS, image_files, read_label
+from textscd_lib.metrics import PRED_LAYOUTS
+
+
+def simulate_maps(rng: np.random.Generator, label1: np.ndarray, label2: np.ndarray, drop: float = 0.15,
+                  rim: int = 2, blobs: int = 2, swap: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred1, pred2)`` from the truth: each true change region is missed with probability ``drop``, grown
+    by ``rim`` px, its date-2 class swapped with probability ``swap``; ``blobs`` (Poisson mean) squares of a
+    random transition are invented where nothing changed."""
+    l1, l2 = np.asarray(label1, np.uint8), np.asarray(label2, np.uint8)
+    lab, n = ndimage.label(l1 > 0, STRUCTURE)
+    keep = np.concatenate([[False], rng.random(n) >= drop])
+    p1, p2 = np.where(keep[lab], l1, 0).astype(np.uint8), np.where(keep[lab], l2, 0).astype(np.uint8)
+    if rim > 0 and p1.any():
+        size = 2 * rim + 1
+        grown1, grown2 = ndimage.grey_dilation(p1, size=size), ndimage.grey_dilation(p2, size=size)
+        band = (p1 == 0) & (grown1 > 0) & (grown2 > 0) & (rng.random() < 0.7)
+        p1, p2 = np.where(band, grown1, p1), np.where(band, grown2, p2)
+    swapped = np.concatenate([[False], rng.random(n) < swap])[lab] & (p2 > 0)
+    p2 = np.where(swapped, (p2 % (len(CLASSES) - 1)) + 1, p2).astype(np.uint8)
+    h, w = l1.shape
+    for _ in range(rng.poisson(blobs)):
+        side = int(rng.integers(max(2, h // 32), max(3, h // 8)))
+        r, c = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+        if (l1[r:r + side, c:c + side] == 0).all():
+            a, b = rng.choice(np.arange(1, len(CLASSES)), 2, replace=False)
+            p1[r:r + side, c:c + side], p2[r:r + side, c:c + side] = a, b
+    return p1, p2
+
+
+def write_predictions(gt_dir: str | Path, out: str | Path, layout: str = "im1", seed: int = 0, **damage) -> Path:
+    """Simulated predictions for every pair of ``gt_dir`` (holding label1/ label2/) written to ``out`` in the
+    layout whose date-1 folder is ``layout`` ("label1", "im1" = index maps, "im1_rgb" = colour maps)."""
+    lay = {x[0]: x for x in PRED_LAYOUTS}
+    if layout not in lay:
+        raise ValueError(f"layout {layout!r}: choose one of {', '.join(lay)}")
+    gt_dir, out = Path(gt_dir), Path(out)
+    f1, f2, _ = lay[layout]
+    (out / f1).mkdir(parents=True, exist_ok=True)
+    (out / f2).mkdir(parents=True, exist_ok=True)
+    second = image_files(gt_dir / "label2")
+    for i, (name, path) in enumerate(sorted(image_files(gt_dir / "label1").items())):
+        p1, p2 = simulate_maps(np.random.default_rng([seed, i]), read_label(path), read_label(second[name]), **damage)
+        for folder, p in ((f1, p1), (f2, p2)):
+            Image.fromarray(COLORS[p] if layout == "im1_rgb" else p).save(out / folder / f"{name}.png",
+                                                                       compress_level=1)
+    return out
+
+
+def benchmark(pairs: int = 600, size: int = 512, workers: int = 2, keep: str | None = None) -> dict:
+    """Time ``textscd errors`` on ``pairs`` mini-SECOND tiles at ``size``² with two simulated methods (im1/ im2/
+    index maps and im1_rgb/ im2_rgb/ colour maps), in a temporary folder. Returns the measurements."""
+    import os
+    import platform
+
+    from textscd_lib.analysis.instrument import analyse_folders, write_outputs
+    from textscd_lib.data.synthetic import synthesize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(keep) if keep else Path(tmp)
+        t0 = time.perf_counter()
+        root = synthesize(tmp / "data", pairs, size, seed=0, ambiguity=0.3, val_fraction=1.0, workers=workers)
+        gt = next(d for d in root.iterdir() if (d / "label1").is_dir())
+        write_predictions(gt, tmp / "A", "im1", seed=1)
+        write_predictions(gt, tmp / "B", "im1_rgb", seed=2, blobs=1.0, drop=0.1)
+        prep = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        a = analyse_folders(tmp / "A", root, tmp / "B", names=("A", "B"), split=gt.name, workers=workers,
+                            log=lambda s: None)
+        paths = write_outputs(a, tmp / "out")
+        sec = time.perf_counter() - t1
+        return {"what": "textscd errors (records, ranking, gallery, report.html) on simulated predictions",
+                "pairs": pairs, "size": size, "methods": 2, "workers": workers, "seconds": round(sec, 1),
+                "prepare_seconds": round(prep, 1), "report_mb": round(paths["report"].stat().st_size / 2**20, 2),
+                "components": int(sum(len(c) for c in a.components.values())), "cpus": os.cpu_count(),
+                "machine": platform.processor() or platform.machine(), "time": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                            time.gmtime())}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="benchmark of textscd errors on simulated predictions")
+    ap.add_argument("--pairs", type=int, default=600)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--note", default="")
+    ap.add_argument("--append", default=None, help="append the result as one JSON line to this file")
+    args = ap.parse_args()
+    res = {**benchmark(args.pairs, args.size, args.workers), "note": args.note}
+    print(json.dumps(res))
+    if args.append:
+        with open(args.append, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(res) + "\n")
