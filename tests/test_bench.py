@@ -43,3 +43,26 @@ def test_bench_rejects_a_size_the_encoder_cannot_take_and_a_missing_dataset_befo
         out = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--no-write", *args],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
         assert out.returncode == 2 and message in out.stderr, out.stderr[-500:]
+
+
+def test_bench_records_each_fast_path_switch_and_times_the_trainer_fed_step():
+    cmd = [sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--size", "64", "--batch", "2",
+           "--warmup", "1", "--repeats", "1", "--no-write", "--models", "textscd", "--tail", "narrow",
+           "--pipeline", "--host-syncs", "--mask-once", "off", "--fast-cosine"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert {r["case"] for r in rows} == {"train_step", "train_step_pipeline", "inference"}
+    for r in rows:
+        assert (r["tail"], r["mask_once"], r["host_syncs"], r["fast_cosine"]) == ("narrow", False, True, True)
+        assert r["cudnn_benchmark"] is False  # a CUDA switch: off on the CPU whatever was asked
+        assert r["pairs_per_s"] > 0
+
+
+def test_bench_refuses_compile_and_cuda_graphs_on_the_cpu_and_an_unknown_tail():
+    for args, message in ((["--compile"], "--compile is timed on CUDA only"),
+                          (["--cuda-graphs"], "--cuda-graphs needs a CUDA device"),
+                          (["--tail", "wide"], "--tail 'wide': choose from paper, narrow, stride4")):
+        out = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--no-write", *args],
+                             capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert out.returncode == 2 and message in out.stderr, out.stderr[-500:]

@@ -110,3 +110,15 @@ def test_cost_figure_has_one_bar_per_part_and_model():
     assert "tgi" in parts and "encoder" in parts and "total" not in parts
     assert len(ax.patches) == 2 * len(parts)  # a bar per part and model (Baseline's tgi bar is 0 wide)
     assert any("at best" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_the_narrow_decoder_tail_moves_fewer_bytes_than_the_paper_tail():
+    def total(tail):
+        rows = step_costs("textscd", size=128, batch=1, tail=tail)
+        return next(r for r in rows if r["part"] == "total")
+
+    paper, narrow, stride4 = total("paper"), total("narrow"), total("stride4")
+    assert paper["tail"] == "paper" and narrow["tail"] == "narrow"
+    assert narrow["fwd_gb"] + narrow["bwd_gb"] < paper["fwd_gb"] + paper["bwd_gb"]
+    assert stride4["fwd_gflop"] < narrow["fwd_gflop"] < paper["fwd_gflop"]
+    assert narrow["bound_ms"] < paper["bound_ms"]

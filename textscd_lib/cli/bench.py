@@ -28,6 +28,18 @@ def register(sub) -> None:
                    help="measured time per model part (torch.profiler: GPU kernel time on CUDA, CPU time on CPU), "
                         "with the roofline bound where the GPU has a profile")
     p.add_argument("--profile", default="h100-sxm", help="datasheet peaks for --cost: h100-sxm, h200, a100, rtx3090")
+    f = p.add_argument_group("fast path switches (issue 16; each row records them; docs/performance.md)")
+    f.add_argument("--tail", default="paper", help="decoder tail: paper (default) | narrow | stride4")
+    f.add_argument("--cudnn-benchmark", default="on", choices=["on", "off"],
+                   help="torch.backends.cudnn.benchmark on CUDA (default on; shapes are static)")
+    f.add_argument("--mask-once", default="on", choices=["on", "off"],
+                   help="TGI's text mask prepared once per forward (on) or at each level (off, the old way)")
+    f.add_argument("--host-syncs", action="store_true",
+                   help="put back the old step's host syncs (loss parts read with .tolist(); with --pipeline "
+                        "also the text lookup's per-step index copy)")
+    f.add_argument("--fast-cosine", action="store_true", help="L_sim's cosine written out (rounding differs)")
+    f.add_argument("--pipeline", action="store_true",
+                   help="also time the step fed by the trainer's batches (augmentation and text lookup on the device)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -41,7 +53,9 @@ def cmd_bench(args) -> int:
     cfg = BenchConfig(device=args.device, size=args.size, batch=args.batch, precision=args.precision,
                       channels_last=args.channels_last, compile=args.compile, models=models,
                       text_dim=args.text_dim, warmup=args.warmup, repeats=args.repeats, data_root=args.data,
-                      cuda_graphs=args.cuda_graphs)
+                      cuda_graphs=args.cuda_graphs, tail=args.tail, cudnn_benchmark=args.cudnn_benchmark == "on",
+                      mask_once=args.mask_once == "on", host_syncs=args.host_syncs, fast_cosine=args.fast_cosine,
+                      pipeline=args.pipeline)
     if args.cost:
         from textscd_lib.perf.costmodel import format_costs
 

@@ -4,6 +4,13 @@ One JSON line per case — train-step and inference throughput (pairs/s) for Bas
 FLOPs per step (``torch.utils.flop_counter``) and achieved TFLOP/s, TGI overhead against Baseline, and data
 loading from PNG vs the decoded cache — printed and appended to ``results/benchmarks/<device>.jsonl``.
 Warm-up steps are excluded, the device is synchronised before each timer, and the median of repeats is kept.
+
+Every row records the fast-path switches it ran with (issue 16, ``docs/performance.md``): the decoder
+``tail``, ``cudnn_benchmark``, ``mask_once`` (TGI), ``host_syncs`` (the old step's ``.tolist()`` of the loss
+parts, and with ``--pipeline`` the per-batch index copy of the text lookup) and ``fast_cosine`` (L_sim), so a
+change is measured by two runs that differ in one switch. ``--pipeline`` adds ``train_step_pipeline``: the
+step fed by the trainer's own batches (a device-resident uint8 set, augmentation on the device, the text
+features looked up by index), i.e. what the trainer runs per step.
 """
 
 from __future__ import annotations
@@ -15,19 +22,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from textscd_lib.common.device import pick_device
 from textscd_lib.common.paths import resolve
 from textscd_lib.data.dataset import loading_benchmark
+from textscd_lib.engine.batches import BatchSource, Normalizer, forward_batch
 from textscd_lib.models.losses import total_loss
-from textscd_lib.models.textscd import count_parameters
+from textscd_lib.models.textscd import TAILS, count_parameters
 from textscd_lib.perf.costmodel import step_costs
 from textscd_lib.perf.harness import (
     BenchConfig,
     _slug,
     bench_model,
     device_name,
+    fast_path_flags,
     step_inputs,
     timed,
 )
@@ -68,10 +78,42 @@ def _graphed(step: Callable[[], None], zero_grad: Callable[[], None] | None = No
     return graph.replay
 
 
+def _pipeline_step(cfg: BenchConfig, inp, model, opt) -> Callable[[], None]:
+    """One trainer step fed by the trainer's batches: a device-resident uint8 set of 4 batches (random),
+    augmented on the device, the text features looked up by index (``--pipeline``)."""
+    g = np.random.default_rng(0)
+    n, s = 4 * cfg.batch, cfg.size
+    images = g.integers(0, 256, (n, 2, s, s, 3), dtype=np.uint8)
+    labels = g.integers(0, 7, (n, 2, s, s), dtype=np.uint8)
+    labels[:, 1] = np.where(labels[:, 0] > 0, labels[:, 1], 0)
+    norm = Normalizer.create([[128.0] * 3, [64.0] * 3] * 2, inp.device)
+    src = BatchSource(images, labels, inp.device, norm, resident=True, channels_last=inp.channels_last)
+    feats = (inp.f_text[:1].expand(n, -1, -1).contiguous(), inp.mask[:1].expand(n, -1).contiguous())
+    aug = torch.Generator().manual_seed(0)
+    order = [np.arange(i, i + cfg.batch) for i in range(0, n, cfg.batch)]
+    stream = iter(())
+
+    def step():
+        nonlocal stream
+        batch = next(stream, None)
+        if batch is None:
+            stream = src.batches(order, aug)
+            batch = next(stream)
+        if cfg.host_syncs:
+            batch.pop("idx_t")  # the old lookup: indices copied from the host every step
+        out = forward_batch(model, batch, feats, inp.autocast())
+        loss, _ = total_loss(out, batch, as_float=cfg.host_syncs, fast_cosine=cfg.fast_cosine)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
 def model_cases(cfg: BenchConfig) -> list[dict]:
     """Train-step and inference throughput of each model on random inputs of the configured shape."""
 
     inp = step_inputs(cfg)
+    flags = fast_path_flags(cfg, inp.device)
     device, bf16, cl = inp.device, inp.bf16, inp.channels_last
     x1, x2, f_text, mask, batch, b, s = inp.x1, inp.x2, inp.f_text, inp.mask, inp.batch, cfg.batch, cfg.size
 
@@ -89,7 +131,7 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
         def train_step(fwd=fwd, opt=opt):
             with autocast():
                 out = fwd(x1, x2, f_text, mask)
-                loss, _ = total_loss(out, batch)
+                loss, _ = total_loss(out, batch, as_float=cfg.host_syncs, fast_cosine=cfg.fast_cosine)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -101,7 +143,7 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
         def graph_step(fwd=fwd, opt=opt):  # no zero_grad inside: the captured backward overwrites .grad
             with autocast():
                 out = fwd(x1, x2, f_text, mask)
-                loss, _ = total_loss(out, batch, as_float=False)  # no host sync inside a graph
+                loss, _ = total_loss(out, batch, as_float=False, fast_cosine=cfg.fast_cosine)  # no sync
             loss.backward()
             opt.step()
 
@@ -113,6 +155,9 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
         peak = _peak_memory_mb(device)
         flops_train = _flops(train_step)
         cases = [("train_step", t_train, flops_train)]
+        if cfg.pipeline:
+            cases.append(("train_step_pipeline", timed(_pipeline_step(cfg, inp, fwd, opt), device, cfg.warmup,
+                                                        cfg.repeats), flops_train))
         if cfg.cuda_graphs:
             replay = _graphed(graph_step, lambda opt=opt: opt.zero_grad(set_to_none=True))
             cases.append(("train_step_cuda_graph", timed(replay, device, cfg.warmup, cfg.repeats), flops_train))
@@ -136,7 +181,7 @@ def model_cases(cfg: BenchConfig) -> list[dict]:
         if r["model"] == "textscd" and r["case"] in base:
             r["tgi_overhead_pct"] = round(100 * (r["step_ms_median"] / base[r["case"]]["step_ms_median"] - 1), 1)
     common = {"device": device_name(device), "size": s, "batch": b, "precision": "bf16" if bf16 else "fp32",
-              "channels_last": cl, "compile": cfg.compile, "torch": torch.__version__}
+              "channels_last": cl, "compile": cfg.compile, "torch": torch.__version__, **flags}
     return [{**common, **r} for r in rows]
 
 
@@ -154,6 +199,11 @@ def check_config(cfg: BenchConfig) -> None:
     if cfg.cuda_graphs and pick_device(cfg.device).type != "cuda":
         raise ValueError("--cuda-graphs needs a CUDA device (CUDA graphs replay GPU kernels); "
                          f"--device {cfg.device} resolves to {pick_device(cfg.device)}")
+    if cfg.compile and pick_device(cfg.device).type != "cuda":
+        raise ValueError("--compile is timed on CUDA only (on a CPU torch.compile needs a C++ toolchain and "
+                         f"minutes of compiling); --device {cfg.device} resolves to {pick_device(cfg.device)}")
+    if cfg.tail not in TAILS:
+        raise ValueError(f"--tail {cfg.tail!r}: choose from {', '.join(TAILS)}")
     if cfg.size < 64 or cfg.size % 32:
         raise ValueError(f"--size {cfg.size}: use a multiple of 32, at least 64 (the encoder's stride is 32)")
     if cfg.batch < 1 or cfg.repeats < 1 or cfg.warmup < 0:
@@ -202,7 +252,7 @@ def run_cost(cfg: BenchConfig, profile: str = "h100-sxm", write: bool = True) ->
     dtype = torch.float32 if cfg.precision == "fp32" else torch.bfloat16  # the GPU fast path unless asked
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     rows = [{"time": stamp, **r} for kind in cfg.models
-            for r in step_costs(kind, cfg.size, cfg.batch, profile=profile, dtype=dtype)]
+            for r in step_costs(kind, cfg.size, cfg.batch, profile=profile, dtype=dtype, tail=cfg.tail)]
     if write:
         _append(rows, resolve(cfg.out_dir) / "cost-model.jsonl")
     return rows

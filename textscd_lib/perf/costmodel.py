@@ -134,13 +134,13 @@ class _Counter(TorchDispatchMode):
 
 
 def step_ops(kind: str = "textscd", size: int = 512, batch: int = 8, dtype: torch.dtype = torch.bfloat16,
-             text_dim: int = 512, width: int = 128) -> list[tuple[str, str, int, int]]:
+             text_dim: int = 512, width: int = 128, tail: str = "paper") -> list[tuple[str, str, int, int]]:
     """Every ATen op of one training step (forward, loss, backward) on the meta device:
     ``(part, phase, flops, bytes)``. ``dtype`` is the activations' (bf16 = the GPU fast path); the loss
-    computes in fp32 as in training."""
+    computes in fp32 as in training. ``tail``: the decoders' tail (``textscd_lib.models.textscd.TAILS``)."""
 
     with torch.device("meta"):
-        model = build_model(kind, text_dim=text_dim, weights=None, width=width)
+        model = build_model(kind, text_dim=text_dim, weights=None, width=width, tail=tail)
     model = model.to(dtype=dtype, memory_format=torch.channels_last).train()
     x1 = torch.empty(batch, 3, size, size, device="meta", dtype=dtype).to(memory_format=torch.channels_last)
     x2 = torch.empty_like(x1)
@@ -158,7 +158,7 @@ def step_ops(kind: str = "textscd", size: int = 512, batch: int = 8, dtype: torc
 
 
 def step_costs(kind: str = "textscd", size: int = 512, batch: int = 8, profile: str = "h100-sxm",
-               dtype: torch.dtype = torch.bfloat16) -> list[dict]:
+               dtype: torch.dtype = torch.bfloat16, tail: str = "paper") -> list[dict]:
     """One row per part (and a ``total`` row): forward / backward FLOPs and bytes, op count, and the
     roofline bound in ms on ``profile`` (see the module docstring: a bound, not a prediction). The profiles
     hold bf16 tensor-core peaks, the GPU fast path's precision; with ``dtype=float32`` bytes double and the FLOP
@@ -169,7 +169,7 @@ def step_costs(kind: str = "textscd", size: int = 512, batch: int = 8, profile: 
     peak, bw = prof.peak_tflops * 1e12, prof.bandwidth_tbs * 1e12
     acc: dict[str, dict] = defaultdict(lambda: {"fwd_gflop": 0.0, "bwd_gflop": 0.0, "fwd_gb": 0.0, "bwd_gb": 0.0,
                                                 "ops": 0, "bound_ms": 0.0})
-    for part, phase, flops, moved in step_ops(kind, size, batch, dtype):
+    for part, phase, flops, moved in step_ops(kind, size, batch, dtype, tail=tail):
         a = acc[part]
         p = "fwd" if phase == "forward" else "bwd"
         a[f"{p}_gflop"] += flops / 1e9
@@ -181,7 +181,7 @@ def step_costs(kind: str = "textscd", size: int = 512, batch: int = 8, profile: 
                                                         "bound_ms")}
     precision = {torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
     common = {"case": "cost_model", "model": kind, "size": size, "batch": batch, "precision": precision,
-              "profile": profile, "profile_name": prof.name}
+              "profile": profile, "profile_name": prof.name, "tail": tail}
     rows = []
     for part, a in [*((p, acc[p]) for p in order), ("total", total)]:
         row = {**common, "part": part, **{k: round(v, 3) if isinstance(v, float) else v for k, v in a.items()},

@@ -33,6 +33,13 @@ class BenchConfig:
     repeats: int = 10
     data_root: str = ""            # for the loading case; "" = skip unless given
     out_dir: str = "results/benchmarks"
+    # issue 16: each change of the fast path, on or off (defaults = the fast path; the tail = the model's default)
+    tail: str = "paper"            # the decoders' tail (textscd_lib.models.textscd.TAILS)
+    cudnn_benchmark: bool = True   # torch.backends.cudnn.benchmark on CUDA (static shapes)
+    mask_once: bool = True         # TGI's text mask made once per forward, not per level
+    host_syncs: bool = False       # True: the old step's host syncs (loss .tolist(); --pipeline: per-batch copies)
+    fast_cosine: bool = False      # L_sim's cosine written out (rounding differs; off in training)
+    pipeline: bool = False         # also time the step fed by the trainer's batches (augmentation, text lookup)
 
 
 def device_name(device: torch.device) -> str:
@@ -107,10 +114,20 @@ def step_inputs(cfg: BenchConfig) -> StepInputs:
     return StepInputs(device, bf16, cl, x1, x2, f_text, mask.to(device), batch)
 
 
+def fast_path_flags(cfg: BenchConfig, device: torch.device) -> dict:
+    """The fast-path switches a row was measured with (set cudnn.benchmark as asked, on CUDA)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    return {"tail": cfg.tail, "cudnn_benchmark": cfg.cudnn_benchmark and device.type == "cuda",
+            "mask_once": cfg.mask_once, "host_syncs": cfg.host_syncs, "fast_cosine": cfg.fast_cosine}
+
+
 def bench_model(kind: str, cfg: BenchConfig, inp: StepInputs):
     """A freshly built, randomly initialised model on the bench's device and memory format, in train mode,
     with the trainer's SGD (shared by the throughput cases and ``--parts``)."""
-    model = build_model(kind, text_dim=cfg.text_dim, weights=None).to(inp.device, memory_format=inp.memory_format)
+    model = build_model(kind, text_dim=cfg.text_dim, weights=None, tail=cfg.tail).to(
+        inp.device, memory_format=inp.memory_format)
+    model.mask_once = cfg.mask_once
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     return model.train(), opt
 
