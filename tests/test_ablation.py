@@ -85,3 +85,56 @@ def test_ablation_row_holds_its_columns_then_caption_quality_metrics_and_ambiguo
     assert {k: row[f"amb. {k}"] for k in amb} == amb and row["amb. partner_confusion"] == pytest.approx(1 / 2)
     plain = Ab.ablation_row(preds, labels, {}, model="Baseline")
     assert "coverage" not in plain and plain["amb. pixels"] == 0
+
+
+def _test_time(sek: dict, f_scd: float = 0.8, confusion: dict | None = None):
+    """The test-time ablation rows of chapter 07 (fractions, like the chapter's table)."""
+    import pandas as pd
+
+    confusion = confusion or {k: 0.25 for k in sek}
+    return pd.DataFrame({"SeK": {k: v / 100 for k, v in sek.items()}, "F_scd": {k: f_scd for k in sek},
+                         "moved": {k: 0.01 for k in sek}, "amb. partner_confusion": confusion})
+
+
+def _effect(presence: float, content: float):
+    import pandas as pd
+
+    rows = {"oracle": {("vs empty", 2): presence, ("vs oracle", 2): 0.0},
+            "shuffled": {("vs empty", 2): presence, ("vs oracle", 2): content},
+            "empty": {("vs empty", 2): 0.0, ("vs oracle", 2): presence}}
+    return pd.DataFrame(rows).T
+
+
+def test_verdict_reports_a_gain_below_the_seed_to_seed_noise_as_within_the_noise():
+    t = _test_time({"(none)": 48.0, "oracle": 48.3, "empty": 48.4, "shuffled": 48.2})
+    verdict = Ab.text_verdict(t, _effect(0.2, 0.05), "oracle", noise=0.7)
+    assert verdict[0] == "TextSCD (oracle) − Baseline: +0.30 SeK, within the seed-to-seed noise of ±0.7."
+    assert "does not depend on its caption" in verdict[1]
+    assert not any("gain over Baseline does not come" in v for v in verdict)  # no gain to explain away
+    assert "less than half as far" in verdict[-1]
+
+
+def test_verdict_says_textscd_reads_its_caption_when_empty_captions_cost_more_than_the_noise():
+    t = _test_time({"(none)": 58.2, "oracle": 59.4, "empty": 54.5, "shuffled": 58.35},
+                   confusion={"(none)": 0.254, "oracle": 0.223, "empty": 0.19, "shuffled": 0.3})
+    verdict = Ab.text_verdict(t, _effect(0.2, 0.3), "oracle", noise=0.7)
+    assert verdict[0] == "TextSCD (oracle) − Baseline: +1.20 SeK."
+    assert verdict[1] == ("TextSCD uses its caption: oracle captions score +4.90 SeK over empty ones and "
+                          "+1.05 SeK over shuffled ones.")
+    assert not any("ambiguous pixels" in v for v in verdict)  # 22.3 % < 25.4 % - 2: the text helps there
+    assert "as far or farther at level 2" in verdict[-1]
+
+
+def test_verdict_on_an_undertrained_model_says_nothing_about_text():
+    t = _test_time({"(none)": 0.0, "oracle": 0.0, "empty": 0.0, "shuffled": 0.0}, f_scd=float("nan"))
+    assert len(Ab.text_verdict(t, _effect(0.0, 0.0), "oracle")) == 1
+    assert "undertrained" in Ab.text_verdict(t, _effect(0.0, 0.0), "oracle")[0]
+
+
+def test_ambiguous_transitions_named_counts_pixels_whose_caption_names_both_classes():
+    l1 = np.array([[LV, LV, LV, 0]])
+    l2 = np.array([[B, B, B, 0]])
+    rec = {"ambiguous": [{"classes": ["low vegetation", "tree"], "drawn_as": "tree"}]}
+    labels, log = {"t": (l1, l2)}, {"t": rec, "u": {}}
+    assert Ab.ambiguous_transitions_named(["t", "u"], labels, log, {"t": "grass became buildings"}) == (3, 3)
+    assert Ab.ambiguous_transitions_named(["t"], labels, log, {"t": "new buildings"}) == (0, 3)

@@ -51,23 +51,38 @@ def test_attention_figure_has_the_pair_then_one_row_per_word_and_one_column_per_
     im = np.zeros((size, size, 3), np.uint8)
     tokens = ["[CLS]", "new", "buildings", "replace", "trees", "[SEP]"]
     fig = At.attention_figure(attention, tokens, im, im, np.zeros((size, size), np.uint8), "new buildings", "t")
-    axes = np.array(fig.axes).reshape(-1, 4)
+    axes = np.array(fig.axes[:16]).reshape(-1, 4)
     assert axes.shape == (1 + 3, 4)
     assert [ax.get_title() for ax in axes[1, 1:]] == ["level 1 (stride 8)", "level 2 (stride 16)", "level 3 (stride 32)"]
     assert axes[1, 0].texts[0].get_text().startswith("'buildings'")
+    bar = fig.axes[16]  # the colour bar, in units of uniform attention, with 1 marked
+    assert "n = 50 real tokens" in bar.get_ylabel() and "uniform" in bar.get_ylabel()
+    assert any(list(line.get_ydata()) == [1.0, 1.0] for line in bar.lines)
     plt.close(fig)
 
 
+def test_real_tokens_are_the_tokens_that_the_masked_softmax_gives_weight():
+    scores = torch.randn(1, 8, 16, 50)
+    scores[..., 7:] = float("-inf")  # 7 real tokens, 43 padded (the mask of eq. (7))
+    attention = {2: torch.softmax(scores, -1)}
+    assert At.real_tokens(attention) == 7
+    heat = At.attention_map(attention[2], 3, (64, 64), 16) * At.real_tokens(attention)
+    uniform = {2: torch.full((1, 8, 16, 50), 0.0).index_fill_(-1, torch.arange(7), 1 / 7)}
+    np.testing.assert_allclose(At.attention_map(uniform[2], 3, (64, 64), 16) * 7, 1.0, rtol=1e-5)  # uniform = 1
+    assert heat.shape == (64, 64)
+
+
 def test_trained_attention_reads_the_checkpoint_with_its_own_text_features(tmp_path):
+    from textscd_lib.course.pipeline import train_pipeline as train  # data -> captions -> features -> train
     from textscd_lib.data.dataset import SCDDataset
-    from textscd_lib.engine.trainer import TrainConfig, train
+    from textscd_lib.engine.trainer import TrainConfig
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         res = train(TrainConfig(run="att", results_root=str(tmp_path), model="textscd", epochs=1, batch_size=4,
                                 width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True,
-                                export=False, seed=3))
+                                seed=3), export=False)
         val = SCDDataset(res["data_root"], "val")
         pair = val[0]
         attention, ck = At.trained_attention(res["paths"]["best"], tmp_path / "att", pair["name"],
@@ -83,6 +98,6 @@ def test_trained_attention_reads_the_checkpoint_with_its_own_text_features(tmp_p
     with pytest.raises(ValueError, match="no TGI attention"):
         base = train(TrainConfig(run="att", results_root=str(tmp_path), model="baseline", epochs=1, batch_size=4,
                                  width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True,
-                                 export=False, seed=3))
+                                 seed=3), export=False)
         At.trained_attention(base["paths"]["best"], tmp_path / "att", pair["name"], pair["im1"][None],
                              pair["im2"][None])

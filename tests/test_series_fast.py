@@ -8,9 +8,13 @@ import shutil
 from collections import Counter
 
 import nbformat
+import notebook_refs as refs
+import papermill
 import pytest
 
 from textscd_lib.course import runner
+
+SOLUTIONS = sorted((refs.REPO / "notebooks" / "solutions").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +31,7 @@ def test_fast_series_runs_end_to_end_and_records_the_run(fast_series, textscd_ho
     assert [n["notebook"] for n in meta["notebooks"]] == [b.name for b in books]
     assert all(n["status"] == "ok" and n["parameters"]["FAST"] is True for n in meta["notebooks"])
     assert meta["fast"] is True and meta["git"]["commit"]
+    assert meta["device"]["cpu_model"] and meta["device"]["torch_threads"] >= 1  # which machine made the numbers
     # the offline setting must say what it substituted
     assert {"data", "captions", "text_encoder"} <= set(meta["substitutes"])
     for b in books:
@@ -82,3 +87,27 @@ def test_chapter_07_retrains_per_caption_source_and_a_rerun_reuses_the_finished_
     assert sek == [ln.split("SeK ")[1].split(" ")[0] for ln in again]  # the same checkpoints, the same scores
     for s in sources:
         assert (root / f"results/fast-e2e/checkpoints/textscd-{s}/best.pt").is_file()
+
+
+def test_checked_outputs_match_the_reference_copies(fast_series, textscd_home):
+    """Every cell marked ``# NBVAL_CHECK_OUTPUT`` prints what its reference copy in tests/notebooks/ holds (after
+    the sanitize rules): a changed number fails here, naming the chapter, the cell and the lines."""
+    assert fast_series.status == "ok"
+    assert refs.RUN_NAME == "fast-e2e"  # the references were made with this run name
+    problems = []
+    for book in runner.list_notebooks():
+        ref = refs.REFS / book.name
+        if not ref.is_file():
+            problems.append(f"{book.name}: no reference copy; run `make nbval-refs`")
+            continue
+        executed = json.loads((textscd_home / "results/fast-e2e/executed" / book.name).read_text())
+        problems += refs.compare(executed, json.loads(ref.read_text()), book.name)
+    assert not problems, "\n\n".join(problems)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
+def test_solution_notebook_runs_in_fast_mode(path, fast_series, tmp_path):
+    """The exercises' solutions (notebooks/solutions/) run against the FAST run, so they stay correct."""
+    assert fast_series.status == "ok"
+    papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters={"RUN": "fast-e2e", "FAST": True},
+                               cwd=str(tmp_path), progress_bar=False, log_output=False)

@@ -75,18 +75,33 @@ def attention_map(attention: torch.Tensor, token: int, image_size: tuple[int, in
     return F.interpolate(a, size=(H, W), mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
 
 
+def real_tokens(attention: Mapping[int, torch.Tensor], item: int = 0) -> int:
+    """How many tokens are real (not padding) for pair ``item``: the masked softmax of eq. (7) gives padded
+    tokens exactly zero weight, so they are the tokens no pixel of any head attends to (chapters 04, 05)."""
+    a = next(iter(attention.values()))[item]  # (heads, h·w, L)
+    return max(1, int((a.sum(dim=(0, 1)) > 0).sum()))
+
+
 def attention_figure(attention: Mapping[int, torch.Tensor], tokens: Sequence[str], im1: np.ndarray,
                      im2: np.ndarray, label2: np.ndarray, caption: str, title: str, k: int = 3):
     """The attention figure of chapters 04 and 05, returned (save it with `textscd_lib.analysis.plots.save_figure`).
 
     First row: date 1, date 2, the changed pixels and the caption. Then one row per word of
-    :func:`word_positions` and one column per TGI level: :func:`attention_map` over the date-2 image."""
+    :func:`word_positions` and one column per TGI level: :func:`attention_map` over the date-2 image, in units
+    of uniform attention (weight × n, n = :func:`real_tokens`), all maps on one colour scale. The colour bar
+    marks 1 — what every real token gets when a pixel attends uniformly — with a dashed line."""
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     picks = word_positions(tokens, k=k)
     levels = sorted(attention)
+    n = real_tokens(attention)
+    heats = {(j, level): n * attention_map(attention[level], j, im2.shape[:2], STRIDES[level])
+             for _, j in picks for level in levels}
+    norm = Normalize(0.0, max([2.0, *(float(h.max()) for h in heats.values())]))
     cols = 1 + max(3, len(levels))
-    fig, axes = plt.subplots(len(picks) + 1, cols, figsize=(2.5 * cols, 2.6 * (len(picks) + 1)), squeeze=False)
+    fig, axes = plt.subplots(len(picks) + 1, cols, figsize=(2.5 * cols + 1, 2.6 * (len(picks) + 1)), squeeze=False)
     for ax, img, head in ((axes[0, 0], im1, "date 1"), (axes[0, 1], im2, "date 2")):
         ax.imshow(img)
         ax.set_title(head, fontsize=8)
@@ -99,13 +114,16 @@ def attention_figure(attention: Mapping[int, torch.Tensor], tokens: Sequence[str
         axes[r, 0].text(0.5, 0.5, f"'{word}'\n(token {j})", ha="center", va="center", fontsize=10)
         axes[r, 0].axis("off")
         for c, level in enumerate(levels, start=1):
-            heat = attention_map(attention[level], j, im2.shape[:2], STRIDES[level])
             axes[r, c].imshow(im2)
-            axes[r, c].imshow(heat, cmap="inferno", alpha=0.6)
+            axes[r, c].imshow(heats[(j, level)], cmap="inferno", norm=norm, alpha=0.6)
             axes[r, c].set_title(f"level {level} (stride {STRIDES[level]})", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    if picks:
+        bar = fig.colorbar(ScalarMappable(norm, "inferno"), ax=axes[1:, 1:].ravel().tolist(), fraction=0.03, pad=0.02)
+        bar.ax.axhline(1.0, color="white", ls="--", lw=1.5)
+        bar.set_label(f"attention × n (n = {n} real tokens); 1 = uniform, dashed", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
 
