@@ -143,7 +143,8 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
                 with record_function(RANGE + "glue"):
                     out = model(inp.x1, inp.x2, inp.f_text, inp.mask)
                 with record_function(RANGE + "loss"):
-                    loss, _ = total_loss(out, inp.batch, as_float=False)
+                    loss, _ = total_loss(out, inp.batch, as_float=False,
+                                         fast_cosine=getattr(cfg, "fast_cosine", False))
             loss.backward()
             with record_function(RANGE + "optimizer"):
                 opt.step()
@@ -164,13 +165,15 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
             raise RuntimeError("torch.profiler recorded no GPU kernel time (is CUPTI available to this process?); "
                                "--parts needs it on CUDA")
         dtype = torch.bfloat16 if inp.bf16 else torch.float32
-        costs = {r["part"]: r for r in step_costs(kind, cfg.size, cfg.batch, profile_key or "h100-sxm", dtype)}
+        costs = {r["part"]: r for r in step_costs(kind, cfg.size, cfg.batch, profile_key or "h100-sxm", dtype,
+                                                     tail=getattr(cfg, "tail", "paper"))}
         rows += _rows(kind, per_step, wall * 1e3, costs, profile_key)
         del model, opt
     common = {"case": "part_time", "device": dev_name, "size": cfg.size, "batch": cfg.batch,
               "precision": "bf16" if inp.bf16 else "fp32", "channels_last": inp.channels_last,
               "clock": "GPU kernel time" if cuda else "CPU time on the calling thread", "profiled_steps": steps,
-              "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "tail": getattr(cfg, "tail", "paper"), "fast_cosine": getattr(cfg, "fast_cosine", False)}
     return [{**common, **r} for r in rows]
 
 
