@@ -15,9 +15,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, root: str, queue) -> None:
+def _worker(rank: int, world: int, port: int, root: str, queue, data: str) -> None:
     torch.set_num_threads(1)
     import textscd_lib.engine.trainer as T
+    from textscd_lib.engine.checkpoints import load_model
 
     writes: list[str] = []
     real_save = T.atomic_torch_save
@@ -30,9 +31,9 @@ def _worker(rank: int, world: int, port: int, root: str, queue) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         cfg = T.TrainConfig(run="ddp", results_root=root, model="baseline", epochs=1, batch_size=2, width=16,
-                            max_steps_per_epoch=2, image_weights=None, device="cpu", fast=True, export=False)
+                            max_steps_per_epoch=2, image_weights=None, device="cpu", data_root=data)
         res = T.train(cfg)
-        params = T.load_model(res["paths"]["last"]).state_dict() if rank == 0 else None
+        params = load_model(res["paths"]["last"]).state_dict() if rank == 0 else None
         queue.put({"rank": rank, "world": res["world"], "shard": res["shard"], "writes": writes,
                    "history": res["history"], "steps": res["steps"],
                    "param_sum": None if params is None else float(sum(p.double().sum() for p in params.values()))})
@@ -43,11 +44,11 @@ def _worker(rank: int, world: int, port: int, root: str, queue) -> None:
 def test_two_process_gloo_training_shards_data_and_only_rank0_writes(tmp_path):
     from textscd_lib.data.synthetic import ensure_mini_second
 
-    ensure_mini_second(fast=True)  # generate once, before the ranks start
+    data = str(ensure_mini_second(fast=True))  # the trainer's given input, made before the ranks start
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path), queue)) for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path), queue, data)) for r in range(2)]
     for p in procs:
         p.start()
     results = {}

@@ -1,5 +1,6 @@
 """The trainer on CPU (tiny: the FAST mini-SECOND, 64², a few steps): resume, NaN stop, logs, checkpoints,
-exported predictions scored by the same metrics."""
+exported predictions scored by the same metrics. The trainer is given its inputs: these tests make them with
+``textscd_lib.course.pipeline`` (data -> captions -> text features) as the notebooks do."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ import math
 import pytest
 import torch
 
+from textscd_lib.course.pipeline import prepare_inputs, train_pipeline
 from textscd_lib.engine.batches import epoch_batches
 from textscd_lib.engine.checkpoints import load_model
-from textscd_lib.engine.trainer import TrainConfig, TrainingDiverged, poly_lr, train
+from textscd_lib.engine.trainer import TrainConfig, TrainingDiverged, poly_lr
+from textscd_lib.engine.trainer import train as train_given
 from textscd_lib.metrics import score_folders
+
+
+def train(cfg: TrainConfig) -> dict:
+    """The trainer with its inputs made first (the mini-SECOND; captions and text features for TextSCD)."""
+    return train_given(prepare_inputs(cfg))
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +35,7 @@ def one_thread():
 
 def tiny(tmp_path, run: str, **kw) -> TrainConfig:
     base = dict(run=run, results_root=str(tmp_path), model="baseline", epochs=2, batch_size=4, width=16,
-                max_steps_per_epoch=2, image_weights=None, device="cpu", fast=True, export=False, seed=3)
+                max_steps_per_epoch=2, image_weights=None, device="cpu", fast=True, seed=3)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -85,7 +93,7 @@ def test_nan_loss_stops_the_run_and_names_the_step(tmp_path, monkeypatch):
 
 
 def test_textscd_run_writes_logs_checkpoints_and_predictions_that_evaluate_reads(tmp_path):
-    res = train(tiny(tmp_path, "tx", model="textscd", epochs=1, export=True))
+    res = train_pipeline(tiny(tmp_path, "tx", model="textscd", epochs=1), export=True)
     out = tmp_path / "tx" / "checkpoints" / "textscd"
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     rows = json.loads((out / "log.json").read_text())
@@ -117,12 +125,19 @@ def test_cli_train_shows_each_offline_substitute_once_on_stderr(tmp_path):
     import sys
 
     from textscd_lib.common.runs import read_substitutes, substitute_lines
+    from textscd_lib.data.synthetic import ensure_mini_second
+    from textscd_lib.engine.stages import make_text_features
+    from textscd_lib.text.captions import caption_dataset
 
+    data = ensure_mini_second(fast=True)  # the stages before `textscd train`: data, captions, text features
+    caption_dataset(data, "oracle", tmp_path / "caps.jsonl", seed=0)
+    make_text_features(tmp_path / "caps.jsonl", tmp_path / "features.pt", "auto")
     env = {**os.environ, "TEXTSCD_FAST": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "textscd_lib", "train", "--run-name", "cli", "--results-root", str(tmp_path),
            "--model", "textscd", "--epochs", "1", "--batch-size", "4", "--width", "16", "--max-steps-per-epoch",
-           "1", "--image-weights", "random", "--device", "cpu", "--fast", "true", "--export", "false"]
+           "1", "--image-weights", "random", "--device", "cpu", "--data-root", str(data),
+           "--text-features", str(tmp_path / "features.pt")]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     recorded = substitute_lines(tmp_path / "cli")
@@ -134,7 +149,7 @@ def test_cli_train_shows_each_offline_substitute_once_on_stderr(tmp_path):
     assert sorted(shown) == sorted(read_substitutes(tmp_path / "cli")), shown
     # the modules that detect a stand-in say which weights they loaded at INFO, not the substitute again
     assert out.stderr.count("ResNet34 random init instead of") == 1
-    assert out.stderr.count(" instead of CLIP") == 1  # the text encoder names its weights, not the substitute
+    assert out.stderr.count(" instead of CLIP") == 1  # the features file says what encoded it; said once
     warned = [ln for ln in out.stderr.splitlines() if ln.startswith("WARNING") and " instead of " in ln]
     assert not warned, warned
 
@@ -144,7 +159,7 @@ def test_the_run_s_seed_draws_the_offline_captions_the_trainer_reads(tmp_path):
     (it used seed 0 whatever the run's seed, rewriting the store under the chapters' feet)."""
     from textscd_lib.text.captions import CaptionStore, ensure_captions
 
-    res = train(tiny(tmp_path, "sd", model="textscd", epochs=1, captions="noisy-0.3", seed=3))
+    res = train_pipeline(tiny(tmp_path, "sd", model="textscd", epochs=1, captions="noisy-0.3", seed=3), export=False)
     path = tmp_path / "sd" / "captions" / "noisy-0.3.jsonl"
     trained_with = CaptionStore(path).latest()
     assert {r["params"]["seed"] for r in trained_with.values()} == {3}

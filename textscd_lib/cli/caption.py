@@ -8,8 +8,8 @@ import logging
 
 
 def register(sub) -> None:
-    from textscd_lib.text.captions import BACKENDS
     from textscd_lib.text.gemini import DEFAULT_MODEL
+    from textscd_lib.text.store import BACKENDS  # torch-free: `textscd --help` must not import torch
 
     p = sub.add_parser("caption", help="write change captions for every pair (Gemini or an offline source)",
                        description="Caption every pair of a SECOND-layout folder into a JSONL caption store. "

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+from textscd_lib.cli.options import int_at_least, side_option
+
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="mini-SECOND generation, SECOND validation and preparation")
@@ -13,13 +15,14 @@ def register(sub) -> None:
 
     s = dsub.add_parser("synth", help="write a mini-SECOND dataset (seeded, SECOND layout, scene_log.jsonl)")
     s.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    s.add_argument("--pairs", type=int, default=300, help="number of pairs (default 300, the demo size)")
-    s.add_argument("--size", type=int, default=128, help="tile size in pixels (default 128)")
+    s.add_argument("--pairs", type=int_at_least(1), default=300, help="number of pairs (default 300, the demo size)")
+    s.add_argument("--size", type=side_option, default=128,
+                   help="tile size in pixels, a multiple of 32 (default 128)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ambiguity", type=float, default=0.3,
                    help="fraction of scenes where a class pair shares one texture in changed regions (default 0.3)")
     s.add_argument("--val-fraction", type=float, default=0.2, help="share of pairs in val/ (default 0.2)")
-    s.add_argument("--workers", type=int, default=1, help="parallel processes (0 = all cores); same output")
+    s.add_argument("--workers", type=int_at_least(0), default=1, help="parallel processes (0 = all cores); same output")
     s.set_defaults(func=cmd_synth)
 
     v = dsub.add_parser("validate", help="check a SECOND-layout folder; exit 1 with one line per problem")

@@ -61,10 +61,14 @@ def exit_code(e: BaseException) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)  # usage errors exit 2 here (argparse)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Call the subcommand's handler under the exit-code rule (module docstring)."""
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,9 +1,12 @@
 """``textscd train`` (chapter 05) and ``textscd evaluate`` (chapter 06).
 
-``train`` exposes every field of :class:`textscd_lib.engine.trainer.TrainConfig` as an option (``--batch-size``,
-``--lr``, ...; defaults = the paper's recipe) and calls :func:`textscd_lib.engine.trainer.train`, the function
-notebook 05 calls. Multi-GPU: ``torchrun --nproc_per_node=N -m textscd_lib train --run-name NAME ...``
-(``--run-name``, not ``--run``: torchrun would take ``--run`` for its own ``--run-path``).
+``train`` exposes the fields of :class:`textscd_lib.engine.config.TrainConfig` as options, built from each
+field's metadata (help, type, default; the paper's recipe), and calls :func:`textscd_lib.engine.trainer.train`.
+Its inputs are given, not made: ``--data-root`` (``textscd data synth`` / ``prepare-second``) and, for TextSCD,
+``--text-features`` (``textscd features``); a missing one is refused naming the command that makes it. Without
+``--run-name`` it writes into a new run folder ``train-<date>-<time>`` and says where. Multi-GPU:
+``torchrun --nproc_per_node=N -m textscd_lib train --run-name NAME ...`` (``--run-name``, not ``--run``: torchrun
+would take ``--run`` for its own ``--run-path``).
 ``evaluate`` scores predictions stored in the SECOND layout with :func:`textscd_lib.metrics.score_folders`.
 
 Offline substitutes (mini-SECOND, oracle captions, MiniLM, random ResNet34) are announced once each on stderr:
@@ -13,83 +16,36 @@ Offline substitutes (mini-SECOND, oracle captions, MiniLM, random ResNet34) are 
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import math
+import os
+import sys
 
-HELP = {
-    "data_root": "prepared SECOND folder ('' = the embedded mini-SECOND)",
-    "run": "results/<run>/ to write into",
-    "model": "textscd or baseline",
-    "captions": "caption source (gemini, oracle, noisy, shuffled, empty, second-cc)",
-    "text_encoder": "auto, clip or minilm",
-    "text_features": "a prebuilt text-feature file (skips captions and the text encoder)",
-    "image_weights": "ResNet34 weights: auto, imagenet, random or a file",
-    "size": "train at SIZE×SIZE (default: native)",
-    "device": "auto, cpu, cuda, cuda:1",
-    "precision": "auto (bf16 on CUDA), bf16, fp32",
-    "channels_last": "auto (on CUDA), true, false",
-    "device_resident": "keep the uint8 dataset on the device: auto, true, false",
-    "max_steps_per_epoch": "cap the steps per epoch (quick runs)",
-    "sync_every": "host syncs every N steps (default: 1 on CPU, 50 on CUDA)",
-    "stop_after": "stop after N epochs in this call (continue later with --resume)",
-    "resume": "continue from results/<run>/checkpoints/<model>/last.pt",
-    "export": "write the best model's val predictions (SECOND layout)",
-    "out_dir": "checkpoint folder (default results/<run>/checkpoints/<model>)",
-    "fast": "TEXTSCD_FAST sizes (the tiny mini-SECOND)",
-}
+from textscd_lib.cli.options import TYPES
+from textscd_lib.engine.config import TrainConfig, option_fields
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def _auto_bool(text: str):
-    return "auto" if text == "auto" else _bool(text)
-
-
-def _opt_int(text: str):
-    return None if text.lower() in ("none", "") else int(text)
-
-
-def _opt_str(text: str):
-    return None if text.lower() in ("none", "random") else text
+def add_config_options(p, cls=TrainConfig, defaults: dict | None = None) -> None:
+    """One option per CLI field of ``cls``, from the field's metadata (help, type, choices, flags)."""
+    base = cls()
+    for f in option_fields(cls):
+        meta = f.metadata
+        default = (defaults or {}).get(f.name, getattr(base, f.name))
+        flags = list(meta.get("flags", ["--" + f.name.replace("_", "-")]))
+        if meta["type"] == "flag":
+            p.add_argument(*flags, dest=f.name, action="store_true", help=meta["help"])
+            continue
+        shown = "native" if meta["type"] == "size" and default is None else default
+        p.add_argument(*flags, dest=f.name, type=TYPES[meta["type"]], default=default,
+                       choices=meta.get("choices"), help=f"{meta['help']} (default {shown})")
 
 
 def register(sub) -> None:
-    from textscd_lib.engine.trainer import TrainConfig
-
-    p = sub.add_parser("train", help="train Baseline or TextSCD (paper recipe by default)",
-                       description="Train Baseline or TextSCD; every TrainConfig field is an option.")
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        default = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        flags = ["--run-name", "--run"] if f.name == "run" else [flag]  # torchrun mistakes --run for --run-path
-        if f.name in ("resume", "compile", "nesterov"):
-            p.add_argument(*flags, action="store_true", help=HELP.get(f.name, f.name))
-            continue
-        if f.name in ("channels_last", "device_resident"):
-            kind = _auto_bool
-        elif isinstance(default, bool):
-            kind = _bool
-        elif f.name in ("size", "max_steps_per_epoch", "sync_every", "stop_after"):
-            kind = _opt_int
-        elif f.name in ("image_weights", "out_dir", "text_features"):
-            kind = _opt_str
-        elif isinstance(default, int):
-            kind = int
-        elif isinstance(default, float):
-            kind = float
-        else:
-            kind = str
-        p.add_argument(*flags, dest=f.name, type=kind, default=default,
-                       help=f"{HELP.get(f.name, f.name.replace('_', ' '))} (default {default})")
+    p = sub.add_parser("train", help="train Baseline or TextSCD on a prepared data folder (paper recipe by default)",
+                       description="Train Baseline or TextSCD; every TrainConfig option is a flag. Inputs: "
+                       "--data-root (textscd data synth | prepare-second) and, for TextSCD, --text-features "
+                       "(textscd features). Writes results/<run>/checkpoints/<model>/{best,last}.pt and logs.")
+    add_config_options(p, defaults={"run": None})
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_train)
 
@@ -105,9 +61,30 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from textscd_lib.engine.trainer import TrainConfig, train
+    from textscd_lib.cli.stages import given_path
+    from textscd_lib.engine.stages import (
+        check_data_folder,
+        default_run_name,
+        features_origin,
+        load_features_input,
+    )
+    from textscd_lib.engine.trainer import train
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    opts = {f.name: getattr(args, f.name) for f in option_fields(TrainConfig)}
+    opts["data_root"], opts["text_features"] = given_path(opts["data_root"]) or "", given_path(opts["text_features"])
+    if opts["run"] is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("under torchrun give the run a name (--run-name NAME): every rank must write the "
+                             "same run folder")
+        opts["run"] = default_run_name()
+    cfg = TrainConfig(**opts)
+    check_data_folder(cfg.data_root)  # the inputs first: a missing one is refused before anything is written
+    if cfg.model != "baseline" and cfg.text_features:  # what the features were made from, as the run records it
+        cfg.captions, cfg.text_encoder = features_origin(cfg.text_features)
+    load_features_input(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"textscd train: run {cfg.run!r}, writing checkpoints and logs to {cfg.checkpoint_dir()}",
+              file=sys.stderr)
     res = train(cfg)
     if res["rank"] != 0:
         return 0
@@ -122,6 +99,9 @@ def cmd_train(args) -> int:
                                                         for m in ("OA", "mIoU", "SeK", "F_scd")))
     for k, v in res["paths"].items():
         print(f"  {k:<12} {v}")
+    print(f"  predictions: textscd predict --checkpoint {res['paths']['best']} --data {cfg.data_root}"
+          + (f" --features {cfg.text_features}" if cfg.text_features and cfg.model != "baseline" else "")
+          + " --out DIR")
     return 0
 
 

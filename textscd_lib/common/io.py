@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and then rename ``tmp_path`` onto ``path`` (same folder, atomic)."""
@@ -58,5 +56,8 @@ def atomic_save_png(path: str | Path, array) -> Path:
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    """``torch.save`` atomically. torch is imported here, not at the top: the caption store and the command
+    line's parser import this module, and ``textscd --help`` must start without torch."""
+    import torch
 
     return atomic_write(path, lambda p: torch.save(obj, p))

@@ -10,6 +10,14 @@ On CUDA the fast path is on by default: bf16 autocast, channels_last, text featu
 the validation confusion matrix accumulated on the device. On CPU everything is plain fp32 and a run is
 bit-identical when interrupted and resumed (``resume=True``). Multi-GPU: launch with ``torchrun``; rank 0
 alone writes. Checkpoints and logs are written atomically.
+
+The trainer is one stage of data -> captions -> text features -> train -> predict -> analyse: it reads a
+prepared data folder (``cfg.data_root``: ``textscd data synth`` or ``prepare-second``) and, for TextSCD, a
+text-feature file (``cfg.text_features``: ``textscd features``), and makes neither; a missing input is refused
+with the command that makes it. ``textscd_lib.course.pipeline`` chains the stages for the notebooks. It records
+in the run's ``substitutes.json`` what stood in for the paper's setting: the data (a mini-SECOND folder carries
+``mini_second.json``), the captions and the text encoder (as the features file records them) and the image
+encoder. Predictions are written by ``textscd_lib.engine.stages.predict_to_folder`` (``textscd predict``).
 """
 
 from __future__ import annotations
@@ -20,8 +28,6 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,83 +36,36 @@ from tqdm import tqdm
 
 from textscd_lib.common.device import pick_device
 from textscd_lib.common.io import atomic_torch_save, atomic_write_json
-from textscd_lib.common.paths import resolve
-from textscd_lib.common.runs import clear_substitute, record_substitute_line, run_dir
-from textscd_lib.data.dataset import NORMALIZATION, DecodedCache
-from textscd_lib.data.synthetic import resolve_data_root
+from textscd_lib.common.runs import run_dir
+from textscd_lib.data.dataset import NORMALIZATION
 from textscd_lib.engine.batches import (
     BatchSource,
     Normalizer,
     autocast_for,
     epoch_batches,
     evaluate_source,
-    export_predictions,
     forward_batch,
     load_split,
     lookup_features,
 )
 from textscd_lib.engine.checkpoints import (
     check_resume,
-    load_model,
+    load_checkpoint,
+    make_checkpoint,
+    plain,
     restore_rng,
     rng_state,
     unwrap,
     write_history,
 )
+from textscd_lib.engine.config import TrainConfig
+from textscd_lib.engine.stages import check_data_folder, load_features_input, record_inputs
 from textscd_lib.models.losses import total_loss
-from textscd_lib.models.textscd import build_model
-from textscd_lib.text.captions import ensure_captions, load_captions
-from textscd_lib.text.encoder import load_text_encoder
-from textscd_lib.text.features import TextFeatures, build_text_features, features_path
+from textscd_lib.models.textscd import KINDS, build_model
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "poly_lr"]
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs (chapter 05); defaults = the paper's recipe (§4.1) with the reference
-    protocol's epochs and poly decay (module docstring)."""
-
-    data_root: str = ""                 # "" = the embedded mini-SECOND; else a prepared SECOND folder
-    run: str = "demo"                   # results/<run>/
-    results_root: str = "results"
-    model: str = "textscd"              # "textscd" | "baseline"
-    captions: str = "oracle"            # caption source (results/<run>/captions/<source>.jsonl)
-    text_encoder: str = "auto"
-    text_features: str | None = None    # a prebuilt TextFeatures file (skips captions and the text encoder)
-    image_weights: str | None = "auto"
-    width: int = 128
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    poly_power: float = 1.5
-    size: int | None = None             # None = native (512 on SECOND)
-    normalization: str = "second"
-    device: str = "auto"
-    precision: str = "auto"             # "auto" = bf16 on CUDA, fp32 on CPU; or "bf16" | "fp32"
-    channels_last: str | bool = "auto"  # "auto" = on CUDA only
-    compile: bool = False
-    device_resident: str | bool = "auto"  # "auto" = when the uint8 dataset fits on the device
-    workers: int = 4                    # DataLoader workers of the streamed mode
-    seed: int = 0
-    val_every: int = 1
-    max_steps_per_epoch: int | None = None
-    sync_every: int | None = None       # host syncs for loss/NaN checks: None = 1 on CPU, 50 on CUDA
-    resume: bool = False
-    stop_after: int | None = None       # stop after this many epochs in this call (time box / interruption)
-    export: bool = True                 # write the best model's val predictions (SECOND layout, RGB)
-    out_dir: str | None = None          # derived: results/<run>/checkpoints/<model>
-    fast: bool = field(default_factory=lambda: os.environ.get("TEXTSCD_FAST", "0") == "1")
-
-    def checkpoint_dir(self) -> Path:
-        if self.out_dir:
-            return resolve(self.out_dir)
-        return resolve(self.results_root) / self.run / "checkpoints" / self.model
-
 
 def poly_lr(base: float, it: int, total: int, power: float) -> float:
     """Per-iteration poly decay lr·(1 − it/total)^power (docs/facts.md#training-protocol, chapter 05)."""
@@ -117,22 +76,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _text_features(cfg: TrainConfig, data_root: Path, run_path: Path, record: bool = True):
-    """Captions → frozen text encoder → cached per-pair features (chapters 02, 03). None for Baseline."""
-    if cfg.model == "baseline":
-        return None, []
-
-    if cfg.text_features:
-        return TextFeatures.load(resolve(cfg.text_features)), []
-
-    # the run's seed draws the offline captions (oracle wording, noise, shuffle), as chapters 02, 06 and 07 do
-    store = ensure_captions(data_root, cfg.captions, run_path, record=record, seed=cfg.seed)
-    encoder = load_text_encoder(cfg.text_encoder, device="cpu")
-    path = features_path(run_path, encoder.name, cfg.captions)
-    feats = build_text_features(encoder, load_captions(store), path)
-    return feats, [encoder.substitute] if encoder.substitute else []
 
 
 class TrainingDiverged(RuntimeError):
@@ -158,7 +101,7 @@ def _init_distributed(cfg: TrainConfig) -> tuple[int, int, bool]:
 
 @contextlib.contextmanager
 def _rank0_first(rank: int, world: int):
-    """Rank 0 prepares shared files (data, captions, caches) before the others read them."""
+    """Rank 0 prepares shared files (the decoded dataset cache) before the others read them."""
     if world > 1 and rank != 0:
         dist.barrier()
     yield
@@ -170,8 +113,10 @@ def train(cfg: TrainConfig) -> dict:
     """Train Baseline or TextSCD with ``cfg`` (chapter 05); returns history, best/last metrics and paths
     (``epochs_run``: the epochs this call trained, 0 when ``resume`` found the run finished).
 
+    ``cfg.data_root`` must be a prepared data folder and, for TextSCD, ``cfg.text_features`` a text-feature file
+    (module docstring); ``textscd_lib.course.pipeline.train_pipeline`` makes both and exports predictions.
     Under ``torchrun`` (or inside an initialised process group) it trains data-parallel; rank 0 alone
-    writes checkpoints, logs and predictions."""
+    writes checkpoints and logs."""
     rank, world, owns = _init_distributed(cfg)
     try:
         return _train(cfg, rank, world)
@@ -182,8 +127,11 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one loop, read top to bottom
 
-    if cfg.model not in ("textscd", "baseline"):
-        raise ValueError(f"unknown model {cfg.model!r}; expected 'textscd' or 'baseline'")
+    if cfg.model not in KINDS:
+        raise ValueError(f"unknown model {cfg.model!r}; expected one of {', '.join(KINDS)}")
+    cfg.check()
+    data_root = check_data_folder(cfg.data_root)             # given inputs: refused with the command that
+    text_features = load_features_input(cfg)                  # makes them when missing
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
@@ -195,9 +143,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     out = cfg.checkpoint_dir()
     writer = rank == 0
 
-    with _rank0_first(rank, world):
-        data_root = resolve_data_root(cfg.data_root, cfg.fast, run_path, record=writer)  # rank 0 records
-        text_features, subs = _text_features(cfg, data_root, run_path, record=writer)
+    with _rank0_first(rank, world):  # rank 0 decodes the dataset cache once, the others then read it
         train_names, train_images, train_labels = load_split(data_root, "train", cfg.size)
         val_names, val_images, val_labels = load_split(data_root, "val", cfg.size)
     nbytes = sum(a.nbytes for a in (train_images, train_labels, val_images, val_labels))
@@ -213,25 +159,16 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     model = build_model(cfg.model, text_dim=text_dim, weights=cfg.image_weights, width=cfg.width).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if writer:  # the same part names as the notebooks use, so run.json holds one entry per part
-        parts = [("image_encoder", model.substitutes)]
-        if cfg.model != "baseline" and not cfg.text_features:  # the Baseline reads no text; given features
-            # were recorded by whoever encoded them
-            parts.append(("text_encoder", subs))
-        for part, lines in parts:
-            for line in lines:
-                record_substitute_line(run_path, part, line)
-            if not lines:
-                clear_substitute(run_path, part)
-    subs = [*model.substitutes, *subs]
+    text_subs = record_inputs(run_path, cfg.model, data_root, text_features, model.substitutes, writer)
+    subs = [*model.substitutes, *text_subs]
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
     aug_gen = torch.Generator(device="cpu")
     start_epoch, step, history, best = 0, 0, [], None
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
-        ck = torch.load(last_path, map_location=device, weights_only=False)
-        check_resume(ck, cfg, last_path)
+        ck = load_checkpoint(last_path, device)
+        check_resume(ck, cfg, last_path, text_features)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step, history, best = ck["epoch"], ck["step"], ck["history"], ck["best"]
@@ -316,36 +253,29 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
         if improved:
             best = {"epoch": epoch + 1, **{m: scores[m] for m in ("OA", "mIoU", "SeK", "F_scd")}}
         if writer:
-            ck = {"model": unwrap(run_model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                  "step": step, "config": asdict(cfg), "model_kind": cfg.model, "text_dim": text_dim,
-                  "width": cfg.width, "rng": rng_state(aug_gen), "history": history, "best": best,
-                  "scores": scores, "substitutes": subs, "data_root": str(data_root),
-                  "text_features": None if text_features is None else text_features.encoder_name}
-            atomic_torch_save(last_path, ck)
+            ck = make_checkpoint(unwrap(run_model), cfg, epoch + 1, step, text_dim, best, scores, subs, data_root,
+                                 text_features)
             if improved:
-                atomic_torch_save(best_path, ck)
+                atomic_torch_save(best_path, ck)  # portable: weights + config, no optimizer state
+            atomic_torch_save(last_path, {**ck, "optimizer": opt.state_dict(), "history": plain(history),
+                                          "rng": rng_state(aug_gen)})
             write_history(history, out)
     seconds = time.perf_counter() - t_start
     if writer and history and not best_path.exists() and last_path.exists():
-        log.warning("%s: no finite val F_scd in any epoch; best.pt = last.pt", cfg.model)
-        atomic_torch_save(best_path, torch.load(last_path, map_location="cpu", weights_only=False))
+        log.warning("%s: no finite val F_scd in any epoch; best.pt = the last epoch's weights", cfg.model)
+        last = load_checkpoint(last_path)
+        atomic_torch_save(best_path, {k: v for k, v in last.items() if k not in ("optimizer", "history", "rng")})
     if world > 1:
         dist.barrier()
     result = {"model": cfg.model, "history": history, "best": best, "last": scores, "device": str(device),
               "precision": precision, "channels_last": channels_last, "resident": resident,
               "world": world, "rank": rank, "steps": step, "seconds": seconds, "epochs_run": epochs_done,
               "substitutes": subs,
-              "shard": shard, "data_root": str(data_root),
+              "shard": shard, "data_root": str(data_root), "text_features": cfg.text_features,
               "paths": {"best": str(best_path), "last": str(last_path), "log_csv": str(out / "log.csv"),
                         "log_json": str(out / "log.json")}}
     finished = bool(history) and history[-1]["epoch"] == cfg.epochs
-    if writer and cfg.export and finished and best_path.exists():
-
-        best_model = load_model(best_path, device)
-        pred_root = run_path / "predictions" / cfg.model / "val"
-        export_predictions(best_model, DecodedCache(data_root, "val"), text_features, pred_root, device,
-                           cfg.batch_size)
-        result["paths"]["predictions"] = str(pred_root)
+    if writer and finished:
         atomic_write_json(run_path / "metrics" / f"train_{cfg.model}.json",
                           {k: v for k, v in result.items() if k != "shard"})
     return result

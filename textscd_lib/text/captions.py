@@ -24,8 +24,8 @@ from textscd_lib.text.store import BACKENDS, OFFLINE_BACKENDS, PAPER_PROMPT, Cap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "OFFLINE_BACKENDS", "PAPER_PROMPT", "CaptionStore", "caption_dataset", "ensure_captions",
-           "load_captions", "offline_params", "parse_source"]
+__all__ = ["BACKENDS", "OFFLINE_BACKENDS", "PAPER_PROMPT", "CaptionStore", "caption_dataset", "caption_substitute",
+           "ensure_captions", "load_captions", "offline_params", "parse_source"]
 
 # -------------------------------------------------------------------------------------------- dispatch
 def _pairs(data_root: Path, split: str | None = None) -> list:
@@ -148,7 +148,15 @@ def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, re
         caption_dataset(data_root, backend, path, **opts)
     if not record:
         return path
-    text = _SUBSTITUTE_TEXT[backend].format(**opts)
-    why = "the human captions of SECOND-CC" if backend == "second-cc" else "no Gemini API key / offline"
-    record_substitute(run_path, "captions", text, "Gemini captions (paper §4.1)", why)
+    record_substitute(run_path, "captions", **caption_substitute(backend, **opts))
     return path
+
+
+def caption_substitute(backend: str, **opts: Any) -> dict[str, str] | None:
+    """What an offline caption source stands in for, as a run records it (``used``, ``instead_of``, ``why``;
+    chapters 02, 05); None for ``gemini``, the paper's source. ``opts``: the source's options (``noise``)."""
+    if backend == "gemini":
+        return None
+    text = _SUBSTITUTE_TEXT[backend].format(**{"noise": 0.3, **opts})
+    why = "the human captions of SECOND-CC" if backend == "second-cc" else "no Gemini API key / offline"
+    return {"used": text, "instead_of": "Gemini captions (paper §4.1)", "why": why}

@@ -1,0 +1,114 @@
+"""The training configuration and its option metadata (chapter 05; ``textscd train``).
+
+:class:`TrainConfig` is the one place where a training option is defined: its default (the paper's recipe, §4.1,
+with the reference protocol's epochs and poly decay), its help text and how a command line parses it live in the
+field's ``metadata`` (``help``, ``type``, optional ``flags`` and ``cli=False`` for the fields the ``textscd
+train`` command fills in itself). ``textscd_lib.cli.train`` builds its options from these fields.
+
+This module imports no torch, so ``textscd --help`` starts quickly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from textscd_lib.common.paths import resolve
+from textscd_lib.models.kinds import KINDS
+
+__all__ = ["KINDS", "PRECISIONS", "TrainConfig", "check_size", "option_fields"]
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+MIN_SIZE = 32  # the encoder's output stride: a side must be a multiple of it
+
+
+def check_size(size: int | None) -> int | None:
+    """``None`` (native size) or a side ≥ 32 that is a multiple of 32 (the ResNet34's stride); raises ValueError."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE or size % MIN_SIZE:
+        raise ValueError(f"size {size!r}: must be 'native' (None) or a multiple of {MIN_SIZE} that is at least "
+                         f"{MIN_SIZE} (the encoder's stride)")
+    return size
+
+
+def _opt(default, help: str, type: str, **extra):
+    return field(default=default, metadata={"help": help, "type": type, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (chapter 05); defaults = the paper's recipe (§4.1) with the reference
+    protocol's epochs and poly decay. ``data_root`` (a prepared folder) and, for TextSCD, ``text_features``
+    (a file made by ``textscd features``) are the trainer's given inputs: it makes neither."""
+
+    data_root: str = _opt("", "prepared data folder with train/ and val/ (textscd data synth | prepare-second)",
+                          "str")
+    run: str = _opt("demo", "results/<run>/ to write into", "str", flags=("--run-name", "--run"))
+    results_root: str = _opt("results", "folder that holds the run folders", "str")
+    model: str = _opt("textscd", "which model of Table 1", "str", choices=KINDS)
+    captions: str = _opt("oracle", "caption source the text features were made from (recorded; textscd train "
+                         "reads it from the features file)", "str", cli=False)
+    text_encoder: str = _opt("auto", "text encoder the features were made with (recorded; textscd train reads "
+                             "it from the features file)", "str", cli=False)
+    text_features: str | None = _opt(None, "text-feature file of the data's captions (textscd features); "
+                                     "TextSCD needs it", "opt_str")
+    image_weights: str | None = _opt("auto", "ResNet34 weights: auto, imagenet, random or a file", "opt_str")
+    width: int = _opt(128, "decoder channel width", "pos_int")
+    epochs: int = _opt(50, "epochs (reference protocol: 50)", "pos_int")
+    batch_size: int = _opt(8, "pairs per step (paper §4.1: 8)", "pos_int")
+    lr: float = _opt(0.1, "initial learning rate (paper §4.1: 0.1)", "float")
+    momentum: float = _opt(0.9, "SGD momentum (paper §4.1: 0.9)", "float")
+    nesterov: bool = _opt(False, "Nesterov momentum (reference protocol: on; paper: not said)", "flag")
+    weight_decay: float = _opt(5e-4, "weight decay (paper §4.1: 5e-4)", "float")
+    poly_power: float = _opt(1.5, "poly decay power lr·(1 − it/total)^p", "float")
+    size: int | None = _opt(None, "train at SIZE×SIZE: 'native' or a multiple of 32 (≥ 32)", "size")
+    normalization: str = _opt("second", "per-date mean/std table", "str")
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:1", "str")
+    precision: str = _opt("auto", "auto = bf16 on CUDA, fp32 on CPU", "str", choices=PRECISIONS)
+    channels_last: str | bool = _opt("auto", "auto (on CUDA), true, false", "auto_bool")
+    compile: bool = _opt(False, "torch.compile the model", "flag")
+    device_resident: str | bool = _opt("auto", "keep the uint8 dataset on the device: auto, true, false",
+                                       "auto_bool")
+    workers: int = _opt(4, "DataLoader workers of the streamed mode", "nonneg_int")
+    seed: int = _opt(0, "seed of weights, batches and flips", "int")
+    val_every: int = _opt(1, "validate every N epochs", "pos_int")
+    max_steps_per_epoch: int | None = _opt(None, "cap the steps per epoch (quick runs)", "opt_pos_int")
+    sync_every: int | None = _opt(None, "host syncs every N steps (default: 1 on CPU, 50 on CUDA)", "opt_pos_int")
+    resume: bool = _opt(False, "continue from results/<run>/checkpoints/<model>/last.pt", "flag")
+    stop_after: int | None = _opt(None, "stop after N epochs in this call (continue later with --resume)",
+                                  "opt_pos_int")
+    export: bool = _opt(False, "also write the best model's val predictions (SECOND layout); "
+                        "or later: textscd predict", "bool")
+    out_dir: str | None = _opt(None, "checkpoint folder (default results/<run>/checkpoints/<model>)", "opt_str")
+    fast: bool = field(default_factory=lambda: os.environ.get("TEXTSCD_FAST", "0") == "1",
+                       metadata={"help": "TEXTSCD_FAST sizes (the tiny mini-SECOND)", "type": "bool", "cli": False})
+
+    def checkpoint_dir(self) -> Path:
+        if self.out_dir:
+            return resolve(self.out_dir)
+        return resolve(self.results_root) / self.run / "checkpoints" / self.model
+
+    def check(self) -> TrainConfig:
+        """Refuse impossible values with one clear ValueError (the CLI checks the same at parse time)."""
+        check_size(self.size)
+        if self.model not in KINDS:
+            raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(KINDS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        for name in ("width", "epochs", "batch_size", "val_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} {v!r}: must be an integer >= 1")
+        for name in ("max_steps_per_epoch", "sync_every", "stop_after"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} {v!r}: must be None or an integer >= 1")
+        return self
+
+
+def option_fields(cls=TrainConfig):
+    """The fields a command line exposes (``metadata['cli']`` not False), in declaration order."""
+    return [f for f in fields(cls) if f.metadata.get("cli", True)]

@@ -1,0 +1,3 @@
+"""The model kinds of chapter 05's Table 1 (no torch here: the command line lists them without importing it)."""
+
+KINDS: tuple[str, ...] = ("textscd", "baseline")  # TextSCD, and the same network without TGI (the paper's Baseline)
