@@ -4,6 +4,7 @@ device-side index lookup and TGI's mask prepared once give exactly what the plai
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from textscd_lib.data.dataset import augment
@@ -78,3 +79,16 @@ def test_tgi_mask_prepared_once_gives_the_same_output_as_per_level_masks():
         model.mask_once = False
         per_level = model(x1, x2, F_text, mask)
     assert all(torch.equal(once[k], per_level[k]) for k in once)
+
+
+def test_the_global_batch_is_shared_by_the_ranks_and_an_unshareable_one_is_refused():
+    from textscd_lib.engine.batches import epoch_batches, rank_batch_size
+
+    assert rank_batch_size(8, 1) == 8 and rank_batch_size(8, 2) == 4 and rank_batch_size(8, 4) == 2
+    with pytest.raises(ValueError, match="--batch-size 6 is the global batch and 4 ranks cannot share it"):
+        rank_batch_size(6, 4)
+    one = epoch_batches(30, 8, 0, 0)
+    ranks = [epoch_batches(30, rank_batch_size(8, 2), 0, 0, rank=r, world=2) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(one)
+    for k, batch in enumerate(one):  # step k of the two ranks together = step k of one process
+        assert sorted(np.concatenate([ranks[0][k], ranks[1][k]]).tolist()) == sorted(batch.tolist())

@@ -37,7 +37,7 @@ from textscd_lib.common.device import pick_device
 from textscd_lib.common.io import atomic_save_png
 from textscd_lib.common.paths import resolve
 from textscd_lib.data.dataset import NORMALIZATION, DecodedCache
-from textscd_lib.data.second import index_to_rgb
+from textscd_lib.data.second import NUM_CLASSES, index_to_rgb
 from textscd_lib.metrics import SCDConfusion, TransitionConfusion, scores_from_confusion
 from textscd_lib.models.textscd import predict
 
@@ -74,6 +74,18 @@ def augment_batch(im1, im2, label1, label2, generator: torch.Generator):
                 x = torch.flip(x, (-1,))  # horizontal flip
             outs[k][idx] = x
     return tuple(outs)
+
+
+def rank_batch_size(global_batch: int, world: int) -> int:
+    """Pairs per step on each of ``world`` ranks for a *global* batch of ``global_batch`` pairs (chapter 05,
+    appendix 08): ``--batch-size`` is the paper's batch however many processes share it; a global batch that
+    the ranks cannot share equally is refused."""
+    if global_batch < 1 or world < 1:
+        raise ValueError(f"batch size {global_batch} over {world} rank(s): both must be at least 1")
+    if global_batch % world:
+        raise ValueError(f"--batch-size {global_batch} is the global batch and {world} ranks cannot share it "
+                         f"equally; use a multiple of {world} (e.g. {max(world, global_batch // world * world)})")
+    return global_batch // world
 
 
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True, rank: int = 0,
@@ -278,8 +290,8 @@ def evaluate_source(model, source: BatchSource, feats, batch_size: int, precisio
     if world > 1:
         dist.all_reduce(counts)
     model.train(was_training)
-    res = scores_from_confusion(counts.cpu().numpy().reshape(7, 7))
-    res["confusion"] = counts.cpu().numpy().reshape(7, 7).tolist()
+    res = scores_from_confusion(counts.cpu().numpy().reshape(NUM_CLASSES, NUM_CLASSES))
+    res["confusion"] = counts.cpu().numpy().reshape(NUM_CLASSES, NUM_CLASSES).tolist()
     if trans is not None:
         res["transition_confusion"] = trans.matrix.tolist()
     return res
