@@ -135,7 +135,7 @@ def analyse_folders(pred: str | Path, gt: str | Path, compare: str | Path | None
 
 
 def _run(jobs: list, workers: int, progress: bool) -> list:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bar = (lambda it: tqdm(it, total=len(jobs), desc="tiles", unit="tile")) if progress else (lambda it: it)
     if workers > 1 and len(jobs) > 1:
@@ -237,3 +237,26 @@ def write_outputs(a: Analysis, out: str | Path) -> dict[str, Path]:
         paths["gallery"] = atomic_write(out / "errors" / "gallery.png", lambda p: a.gallery.save(p, format="PNG"))
     paths["report"] = atomic_write_text(out / "report.html", a.html)
     return paths
+
+
+def export_maps(preds: dict, out: str | Path) -> Path:
+    """Write in-memory index maps ``{name: (map1, map2)}`` as ``out/label1/NAME.png`` and ``out/label2/NAME.png``
+    (chapter 06 exports its own models' maps this way, then reads them like anyone else's)."""
+    from PIL import Image
+
+    out = Path(out)
+    for f in ("label1", "label2"):
+        (out / f).mkdir(parents=True, exist_ok=True)
+    for name, maps in preds.items():
+        for f, a in zip(("label1", "label2"), maps):
+            path = out / f / f"{name}.png"
+            atomic_write(path, lambda p, a=a: Image.fromarray(np.asarray(a, np.uint8)).save(p, format="PNG"))
+    return out
+
+
+def load_maps(pred: str | Path, gt: str | Path, split: str | None = None) -> tuple[str, dict, dict]:
+    """``(layout, {name: (pred1, pred2)}, {name: (label1, label2)})`` of a prediction folder in any layout of
+    `textscd_lib.metrics.PRED_LAYOUTS`, checked against the truth first (chapter 06)."""
+    m = match_predictions(pred, gt, split)
+    preds = {n: tuple(read_label(q) for q in m["pred"][n]) for n in m["names"]}
+    return m["layout"], preds, {n: read_truth(*m["gt"][n]) for n in m["names"]}

@@ -35,7 +35,7 @@ let a=parseFloat(p),c=parseFloat(q);if(isNaN(a)&&isNaN(c)){a=p;c=q}else if(isNaN
 return -1;return (a<c?-1:a>c?1:0)*(d==='a'?1:-1)});b.forEach(x=>t.appendChild(x))}
 function tog(b){const r=b.rows[1];r.hidden=!r.hidden}
 window.addEventListener('load',()=>{if(location.hash==='#open'){const b=document.querySelector('tbody.t');
-if(b){tog(b);b.scrollIntoView()}}})"""
+if(b)tog(b)}})"""
 
 
 def data_uri(img: Image.Image, fmt: str = "WEBP", quality: int = 80) -> str:
@@ -56,7 +56,7 @@ def caption_html(caption: str | None, predicted: set[str], true: set[str]) -> st
 
 def _cell(v, left: bool = False) -> str:
     if isinstance(v, float):
-        shown = "NaN" if math.isnan(v) else f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
+        shown = ("NaN" if math.isnan(v) else f"{v:.0f}" if v.is_integer() or abs(v) >= 100 else f"{v:.2f}")
         return f'<td data-v="{"" if math.isnan(v) else v}">{shown}</td>'
     esc = html.escape(str(v))
     return f'<td data-v="{esc}"{" class=l" if left else ""}>{esc}</td>'
