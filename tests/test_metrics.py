@@ -1,4 +1,4 @@
-"""OA, mIoU, SeK, F_scd from one 7×7 confusion matrix (REFERENCE §2), against hand-computed values."""
+"""OA, mIoU, SeK, F_scd from one 7×7 confusion matrix (docs/facts.md#metrics), against hand-computed values."""
 
 from __future__ import annotations
 
