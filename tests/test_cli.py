@@ -122,3 +122,19 @@ def test_train_without_run_name_writes_a_new_run_folder_and_says_where(tmp_path)
     assert len(runs) == 1 and runs[0].startswith("train-") and runs[0] != "demo"
     assert f"run '{runs[0]}', writing checkpoints and logs to {tmp_path / runs[0]}" in out.stderr
     assert (tmp_path / runs[0] / "checkpoints" / "baseline" / "best.pt").is_file()
+
+
+def test_constants_and_option_lists_have_one_definition():
+    """NUM_CLASSES/CLASSES live in data/second.py, the model kinds in models/kinds.py, the API-key variables in
+    text/gemini.py; the modules that need them read those (models may not import data: checked here instead)."""
+    from textscd_lib import metrics
+    from textscd_lib.course import env
+    from textscd_lib.data import second
+    from textscd_lib.engine import config
+    from textscd_lib.models import kinds, textscd
+    from textscd_lib.text import gemini
+
+    assert second.NUM_CLASSES == len(second.CLASSES) == textscd.NUM_CLASSES == metrics.NUM_CLASSES
+    assert metrics.NUM_CLASSES is second.NUM_CLASSES
+    assert textscd.KINDS is kinds.KINDS and config.KINDS is kinds.KINDS
+    assert env.KEY_VARS is gemini.KEY_VARS

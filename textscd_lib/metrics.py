@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from textscd_lib.data.second import CLASSES, EXTENSIONS, SecondFormatError, read_label
+from textscd_lib.data.second import CLASSES, EXTENSIONS, NUM_CLASSES, SecondFormatError, read_label
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ("F_scd", "mIoU", "OA", "SeK")  # the paper's column order; its "F1" is F_scd
@@ -37,7 +37,6 @@ def to_numpy(a) -> np.ndarray:
         a = a.detach().cpu().numpy()
     return np.asarray(a)
 
-NUM_CLASSES = 7
 
 
 def _as_long_tensor(x, device: torch.device | None) -> torch.Tensor:

@@ -39,8 +39,10 @@ def train_one(tail: str, model: str, root: str, epochs: int, seed: int) -> dict:
         trainer.build_model = functools.partial(build_model, tail=tail)
     cfg = trainer.TrainConfig(run=f"tail-{tail}", results_root=root, model=model, captions="oracle",
                               text_encoder="auto", image_weights="auto", epochs=epochs, batch_size=8, lr=0.1,
-                              size=None, device="cpu", seed=seed, resume=True, export=False, fast=False, **extra)
-    return trainer.train(cfg)
+                              size=None, device="cpu", seed=seed, resume=True, fast=False, **extra)
+    from textscd_lib.course.pipeline import train_pipeline  # the trainer is given data and text features
+
+    return train_pipeline(cfg, export=False)
 
 
 def best_row(log_json: Path) -> dict | None:

@@ -47,9 +47,11 @@ def cmd_bench(args) -> int:
     from textscd_lib.perf.bench import BenchConfig, run_bench, run_cost
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    bad = [m for m in models if m not in ("baseline", "textscd")]
+    from textscd_lib.models.kinds import KINDS
+
+    bad = [m for m in models if m not in KINDS]
     if bad:
-        raise ValueError(f"--models: unknown model(s) {bad}; choose from baseline, textscd")
+        raise ValueError(f"--models: unknown model(s) {bad}; choose from {', '.join(KINDS)}")
     cfg = BenchConfig(device=args.device, size=args.size, batch=args.batch, precision=args.precision,
                       channels_last=args.channels_last, compile=args.compile, models=models,
                       text_dim=args.text_dim, warmup=args.warmup, repeats=args.repeats, data_root=args.data,

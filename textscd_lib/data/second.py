@@ -21,6 +21,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CLASSES: tuple[str, ...] = ("unchanged", "water", "ground", "low vegetation", "tree", "building", "playground")
+NUM_CLASSES = len(CLASSES)  # 7: the one definition (metrics, engine and data read it; models check it in a test)
 COLORS: np.ndarray = np.array(
     [(255, 255, 255), (0, 0, 255), (128, 128, 128), (0, 128, 0), (0, 255, 0), (128, 0, 0), (255, 0, 0)],
     dtype=np.uint8,

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from textscd_lib.data.second import CLASSES, COLORS, FOLDERS
-from textscd_lib.data.prepare import split_names
+from textscd_lib.common.paths import resolve
+from textscd_lib.common.runs import clear_substitute, record_substitute
 from textscd_lib.data.changes import AMBIGUOUS_PAIRS, change_events, where_words
+from textscd_lib.data.dataset import DecodedCache
+from textscd_lib.data.prepare import split_names
 from textscd_lib.data.scene import (
     class_textures,
     draw_layout,
@@ -33,11 +35,7 @@ from textscd_lib.data.scene import (
     pseudo_changes,
     render,
 )
-from textscd_lib.common.runs import clear_substitute, record_substitute
-from textscd_lib.common.paths import resolve
-from textscd_lib.common.paths import resolve
-from textscd_lib.data.dataset import DecodedCache
-from textscd_lib.data.second import SecondFormatError, scan
+from textscd_lib.data.second import CLASSES, COLORS, FOLDERS, NUM_CLASSES, SecondFormatError, scan
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +77,13 @@ def make_pair(rng: np.random.Generator, size: int, ambiguity: float = 0.0,
     changes = []
     for e in np.unique(events[changed]):
         em = (events == e) & changed
-        codes = lc1[em].astype(np.int64) * 7 + lc2[em]
+        codes = lc1[em].astype(np.int64) * NUM_CLASSES + lc2[em]
         for code in np.unique(codes):
-            m = em & (lc1 * 7 + lc2.astype(np.int64) == code)
+            m = em & (lc1 * NUM_CLASSES + lc2.astype(np.int64) == code)
             if m.mean() < 0.002:
                 continue
             rows, cols = np.nonzero(m)
-            changes.append({"from": CLASSES[code // 7], "to": CLASSES[code % 7], "area": round(float(m.mean()), 4),
+            changes.append({"from": CLASSES[code // NUM_CLASSES], "to": CLASSES[code % NUM_CLASSES], "area": round(float(m.mean()), 4),
                             "where": where_words(rows, cols, s),
                             "bbox": [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1]})
     changes.sort(key=lambda c: -c["area"])

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from textscd_lib.data.second import CLASSES, Pair, SecondFormatError, read_image, read_label, scan
+from textscd_lib.data.second import (
+    CLASSES,
+    NUM_CLASSES,
+    Pair,
+    SecondFormatError,
+    read_image,
+    read_label,
+    scan,
+)
 
 
 def check_pair(pair: Pair) -> tuple[tuple[np.ndarray, ...] | None, list[str]]:
@@ -99,13 +107,15 @@ def summarize(labels: list[tuple[np.ndarray, np.ndarray]], pairs: list[Pair]) ->
     trans = np.zeros((len(CLASSES), len(CLASSES)), np.int64)
     ratios = []
     for l1, l2 in labels:
-        counts[0] += np.bincount(l1.ravel(), minlength=7)[:7]
-        counts[1] += np.bincount(l2.ravel(), minlength=7)[:7]
-        trans += np.bincount(l1.ravel().astype(np.int64) * 7 + l2.ravel(), minlength=49)[:49].reshape(7, 7)
+        k = NUM_CLASSES
+        counts[0] += np.bincount(l1.ravel(), minlength=k)[:k]
+        counts[1] += np.bincount(l2.ravel(), minlength=k)[:k]
+        trans += np.bincount(l1.ravel().astype(np.int64) * k + l2.ravel(), minlength=k * k)[:k * k].reshape(k, k)
         ratios.append(float((l1 > 0).mean()))
     total = max(int(counts[0].sum()), 1)
     changed = max(int(trans[1:, 1:].sum()), 1)
-    top = sorted(((int(trans[i, j]), i, j) for i in range(1, 7) for j in range(1, 7) if trans[i, j]), reverse=True)
+    top = sorted(((int(trans[i, j]), i, j) for i in range(1, NUM_CLASSES) for j in range(1, NUM_CLASSES)
+                  if trans[i, j]), reverse=True)
     splits: dict[str, int] = {}
     for p in pairs:
         splits[p.split] = splits.get(p.split, 0) + 1

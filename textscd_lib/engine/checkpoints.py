@@ -35,6 +35,8 @@ from textscd_lib.common.io import atomic_write_json, atomic_write_text
 from textscd_lib.common.paths import resolve
 from textscd_lib.models.textscd import build_model
 
+log = logging.getLogger(__name__)
+
 FORMAT = "textscd-checkpoint/2"
 
 # trajectory-defining fields: a resume with other values would not continue the same run
@@ -92,9 +94,11 @@ def make_checkpoint(model, cfg, epoch: int, step: int, text_dim: int, best, scor
             "text_features_hash": None if text_features is None else text_features.captions_hash}
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", legacy: bool = False) -> dict:
     """A checkpoint's dict, read with ``weights_only=True``; :class:`CheckpointError` (one line naming the file
-    and what to do) when it is missing, empty, truncated or not a checkpoint of this version."""
+    and what to do) when it is missing, empty, truncated or not a checkpoint of this version. ``legacy=True``
+    (the trainer's ``--resume`` of a run it wrote itself) reads the previous format (numpy/python RNG states
+    pickled) with a warning; nothing else unpickles objects."""
     path = resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint (train first: textscd train)")
@@ -106,6 +110,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
+        if ("weights_only" in str(e) or "Weights only" in str(e)) and legacy:
+            log.warning("%s: a checkpoint of the previous format (pickled numpy/python RNG states); resuming "
+                        "from it with pickle: only do so with your own runs", path)
+            return torch.load(path, map_location=device, weights_only=False)
         if "weights_only" in str(e) or "Weights only" in str(e):
             raise CheckpointError(f"{path}: written by an older textscd (pickled objects, not plain tensors): "
                                   f"{fix}") from None

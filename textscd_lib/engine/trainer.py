@@ -167,7 +167,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     start_epoch, step, history, best = 0, 0, [], None
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
-        ck = load_checkpoint(last_path, device)
+        ck = load_checkpoint(last_path, device, legacy=True)  # a run written before the portable format
         check_resume(ck, cfg, last_path, text_features)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
