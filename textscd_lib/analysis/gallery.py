@@ -50,6 +50,20 @@ def _fit(a: np.ndarray, size: int | None) -> np.ndarray:
     return np.repeat(np.repeat(a, k, 0), k, 1) if k > 1 else a
 
 
+def _pool(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A boolean mask brought to ``shape`` keeping every pixel: any-pooling when shrinking (a 1-px rim stays
+    visible), repetition when enlarging."""
+    h, w = mask.shape
+    if (h, w) == tuple(shape):
+        return mask
+    if h > shape[0]:
+        k = -(-h // shape[0])
+        pad = np.zeros((shape[0] * k, shape[1] * k), bool)
+        pad[:h, :w] = mask
+        return pad.reshape(shape[0], k, shape[1], k).any(axis=(1, 3))
+    return _fit(mask, shape[0])
+
+
 def outlined(image: np.ndarray, err: np.ndarray, isolated_ids: dict[str, set[int]] | None = None,
              size: int | None = None) -> np.ndarray:
     """``image`` (H, W, 3) with the outlines of the false-alarm (magenta) and miss (cyan) components of the error
@@ -58,17 +72,16 @@ def outlined(image: np.ndarray, err: np.ndarray, isolated_ids: dict[str, set[int
     ``size`` the image is resampled first (nearest), so outlines stay one screen pixel wide."""
     err = np.asarray(err)
     out = _fit(np.asarray(image, np.uint8), size).copy()
-    small = _fit(err, size)
     for error, cat, rgb in (("false alarm", FALSE_ALARM, FA_RGB), ("miss", MISS, MISS_RGB)):
-        mask = small == cat
+        full = err == cat
+        mask = _pool(full, out.shape[:2])
         if not mask.any():
             continue
         out[_outline(mask, False)] = rgb
         ids = sorted((isolated_ids or {}).get(error, ()))
         if not ids:
             continue
-        lab = _fit(ndimage.label(err == cat, STRUCTURE)[0], size)
-        iso = np.isin(lab, ids) & mask
+        iso = _pool(np.isin(ndimage.label(full, STRUCTURE)[0], ids), out.shape[:2])
         out[_outline(iso, True)] = rgb
         for sl in ndimage.find_objects(ndimage.label(iso, STRUCTURE)[0]):
             r0, r1, c0, c1 = max(sl[0].start - 2, 0), sl[0].stop + 1, max(sl[1].start - 2, 0), sl[1].stop + 1
@@ -127,7 +140,7 @@ def tile_row(im1: np.ndarray, im2: np.ndarray, label: tuple, pred_a: tuple, comp
         h, w = err.shape
         r0, c0, r1, c1 = zoom_box((big.r0, big.c0, big.r1, big.c1), (h, w), max_side=max(16, h // 2))
         crop = outlined(np.asarray(im2)[r0:r1, c0:c1], err[r0:r1, c0:c1], None, size)
-        panels.append((f"zoom: {big.kind} {big.error}, {big.area} px", _square(crop, size, True)))
+        panels.append((f"zoom: {big.kind} {'FA' if big.error == 'false alarm' else 'miss'}, {big.area} px", _square(crop, size, True)))
     width = sum(p.width for _, p in panels) + 4 * (len(panels) - 1)
     top = HEADER_PX * (2 if title else 1)
     out = Image.new("RGB", (width, size + top), BG_RGB)

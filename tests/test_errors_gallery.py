@@ -1,0 +1,36 @@
+"""The gallery and report of `textscd errors`: marked captions, outlines that survive shrinking, zoom boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from textscd_lib.analysis import gallery as G
+from textscd_lib.analysis.errors import FALSE_ALARM, MISS
+from textscd_lib.analysis.report import caption_html
+
+
+def test_marked_caption_marks_predicted_and_true_class_words_and_keeps_the_text():
+    cap = "New houses were built on the lawn; the lake is unchanged."
+    pieces = G.marked_caption(cap, predicted={"building"}, true={"low vegetation"})
+    assert "".join(t for t, _ in pieces) == cap
+    marks = {t: m for t, m in pieces if m}
+    assert marks == {"houses": "predicted", "lawn": "true", "lake": "class"}
+    assert '<span style="background:#ffb3ff">houses</span>' in caption_html(cap, {"building"}, set())
+    assert caption_html(None, set(), set()) == "<i>no caption</i>"
+
+
+def test_a_one_pixel_rim_stays_visible_when_the_tile_is_shrunk_fourfold():
+    err = np.zeros((64, 64), np.uint8)
+    err[20, 8:40] = FALSE_ALARM                      # a 1-px wide false-alarm rim
+    err[50:60, 50:60] = MISS
+    img = np.zeros((64, 64, 3), np.uint8)
+    out = G.outlined(img, err, {"miss": {1}}, size=16)
+    assert out.shape == (16, 16, 3)
+    assert (out == G.FA_RGB).all(-1).sum() >= 8      # the rim: 32 px long → 8 px at a quarter
+    assert (out == G.MISS_RGB).all(-1).any()
+
+
+def test_zoom_box_is_square_centred_and_inside_the_image():
+    assert G.zoom_box((10, 10, 14, 14), (64, 64)) == (4, 4, 20, 20)          # at least 16 px
+    r0, c0, r1, c1 = G.zoom_box((0, 50, 30, 64), (64, 64), max_side=32)
+    assert r1 - r0 == c1 - c0 == 32 and r0 >= 0 and c1 <= 64
