@@ -84,6 +84,8 @@ def test_exit_code_rule_user_error_2_failure_1_unexpected_keeps_traceback(tmp_pa
     # a failure the library reports in words: exit 1, one line
     from textscd_lib.engine.trainer import TrainingDiverged
 
+    assert main(["train", "--resume"]) == 2  # a new timestamped run has nothing to resume
+    assert "--resume continues a run: name it with --run-name" in capsys.readouterr().err
     assert exit_code(TrainingDiverged("nan")) == 1
     assert exit_code(FileNotFoundError("x")) == 2 and exit_code(ValueError("x")) == 2
     # anything else (torch's RuntimeError, OSError, a bug) is unexpected: the traceback is kept

@@ -72,6 +72,8 @@ def cmd_train(args) -> int:
 
     opts = {f.name: getattr(args, f.name) for f in option_fields(TrainConfig)}
     opts["data_root"], opts["text_features"] = given_path(opts["data_root"]) or "", given_path(opts["text_features"])
+    if opts["run"] is None and opts["resume"]:
+        raise ValueError("--resume continues a run: name it with --run-name NAME (results/NAME/)")
     if opts["run"] is None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("under torchrun give the run a name (--run-name NAME): every rank must write the "
