@@ -140,3 +140,12 @@ def test_constants_and_option_lists_have_one_definition():
     assert metrics.NUM_CLASSES is second.NUM_CLASSES
     assert textscd.KINDS is kinds.KINDS and config.KINDS is kinds.KINDS
     assert env.KEY_VARS is gemini.KEY_VARS
+
+
+def test_prepare_second_with_a_bad_source_is_an_input_error_exit_2(tmp_path, capsys):
+    (tmp_path / "src" / "im1").mkdir(parents=True)
+    (tmp_path / "src" / "im1" / "a.png").write_bytes(b"not a png")
+    assert main(["data", "prepare-second", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("textscd data: error: ") and "a.png" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing written half-way

@@ -65,13 +65,9 @@ def cmd_validate(args) -> int:
 
 def cmd_prepare(args) -> int:
     from textscd_lib.data.prepare import prepare_second
-    from textscd_lib.data.second import SecondFormatError
 
-    try:
-        summary = prepare_second(args.src, args.out, args.split_file, args.val_fraction, args.seed)
-    except SecondFormatError as e:
-        print(e)
-        return 1
+    # a bad source raises SecondFormatError (a ValueError naming every file): exit 2, as any input error
+    summary = prepare_second(args.src, args.out, args.split_file, args.val_fraction, args.seed)
     print(f"prepared {summary['dst']}: {summary['counts']} ({summary['files_copied']} files copied, "
           f"{summary['files_removed']} stale files removed)")
     return 0
