@@ -18,7 +18,9 @@ RANKS = ("false-alarm-area", "isolated-false-alarms", "miss-area", "sek", "diffe
 
 def register(sub) -> None:
     p = sub.add_parser("errors", help="error records, gallery and report.html for any method's predictions",
-                       description=__doc__.splitlines()[0])
+                       description="False detections explained (chapter 06): error records per pixel and per "
+                       "connected component, rankings, a gallery and a self-contained report.html for any method's "
+                       "predictions (label1/ label2/, im1/ im2/ or im1_rgb/ im2_rgb/). See docs/error-analysis.md.")
     p.add_argument("--pred", required=True, metavar="DIR", help="predictions of method A")
     p.add_argument("--compare", metavar="DIR", help="predictions of method B, shown beside A")
     p.add_argument("--gt", required=True, metavar="DATA", help="ground truth (SECOND layout, label1/ label2/)")
