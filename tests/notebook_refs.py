@@ -2,7 +2,8 @@
 
 The student notebooks (notebooks/) are committed without outputs, so they cannot hold what a test should
 compare against. ``tests/notebooks/NN_*.ipynb`` are the same notebooks executed in FAST mode (the runner, run
-name ``fast-e2e``), reduced to what is compared: every code cell (proven identical to notebooks/ by a test), and
+name ``fast-e2e``), reduced to what is compared: every code cell (proven identical to notebooks/ by a test; no
+markdown), and
 the text outputs (stdout, results, errors) of the cells marked ``# NBVAL_CHECK_OUTPUT``, sanitised with the
 rules in ``tests/nbval_sanitize.cfg`` (nbval's format). No images, no timings, no other outputs.
 
@@ -80,8 +81,8 @@ def make_reference(executed: dict) -> dict:
     rules = sanitize_rules()
     cells = []
     for c in executed["cells"]:
-        if "injected-parameters" in c.get("metadata", {}).get("tags", []):
-            continue
+        if c["cell_type"] != "code" or "injected-parameters" in c.get("metadata", {}).get("tags", []):
+            continue  # the prose lives in notebooks/; a reference holds what is compared
         cell = {"cell_type": c["cell_type"], "metadata": {k: v for k, v in c.get("metadata", {}).items()
                                                          if k == "tags"}, "source": "".join(c["source"])}
         if c["cell_type"] == "code":

@@ -22,7 +22,6 @@ from textscd_lib.models.tgi import TGI
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-CHAPTERS = [p for p in NOTEBOOKS if "appendix" not in p.name]  # an appendix has no exercises
 SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 MAX_CODE_LINES, MAX_MARKDOWN_WORDS = 30, 300
 
@@ -91,7 +90,7 @@ def test_no_code_cell_over_30_lines_and_no_markdown_cell_over_300_words(path):
     assert not too_long, f"{path.name}: {too_long} (limits {MAX_CODE_LINES} lines, {MAX_MARKDOWN_WORDS} words)"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=[p.name for p in CHAPTERS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_every_chapter_has_exercises_with_hints_and_a_solutions_notebook(path):
     cells = ["".join(c["source"]) for c in _load(path)["cells"] if c["cell_type"] == "markdown"]
     exercises = [c for c in cells if c.startswith("## Exercises")]

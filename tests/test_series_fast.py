@@ -44,7 +44,7 @@ def test_fast_series_runs_end_to_end_and_records_the_run(fast_series, textscd_ho
         parts = Counter(re.findall(r"OFFLINE SUBSTITUTE \[(\w+)\]", "\n".join(shown)))
         repeated = {p: n for p, n in parts.items() if n > 1}
         assert not repeated, f"{b.name} shows a substitute more than once: {repeated}\n" + "\n".join(shown)
-        if not b.name.startswith("00_"):
+        if not b.name.startswith("00_") and "appendix" not in b.name:  # an appendix may read no run data
             assert shown, f"{b.name} records or relies on substitutes but shows none"
     figures = list((root / "results/fast-e2e/figures").glob("*.png"))
     # one pass shows TGI's attention before training (chapter 04) and after it (chapter 05 after training)
