@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -127,6 +126,7 @@ def record_inputs(run_path: Path, model: str, data_root: Path, text_features: Te
         record_substitute(run_path, "data", *MINI_SECOND)
     else:
         clear_substitute(run_path, "data")
+    parts: list = []
     if text_features is not None and not prov:
         log.warning("%s: the features do not record their captions and text encoder (made by an older "
                     "version); the run's record of those parts is left as it was", text_features.path)
@@ -175,10 +175,6 @@ def predict_to_folder(checkpoint: str | Path, data_root: str | Path, out: str | 
 def default_run_name(prefix: str = "train") -> str:
     """A fresh run name, ``train-YYYYmmdd-HHMMSS`` (``textscd train`` without ``--run-name``)."""
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def is_run_name(text: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text))
 
 
 def features_origin(path: str | Path) -> tuple[str, str]:
