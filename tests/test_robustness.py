@@ -79,7 +79,8 @@ def test_a_few_missing_and_cut_captions_are_a_recorded_warning_that_the_chapters
     assert chk.unknown == ["train_000"] and chk.cut == {"train_005": 2} and chk.extra == ["val_999"]
     record_substitute(tmp_path, "data", "mini-SECOND", "SECOND", "offline")
     with caplog.at_level(logging.INFO):
-        record_text_check(tmp_path, "text_textscd", [chk])
+        line = record_text_check(tmp_path, "text_textscd", [chk])
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, line)]  # said once (the CLI)
     shown = substitute_lines(tmp_path)
     assert shown[0].startswith("OFFLINE SUBSTITUTE [data]")
     assert shown[1].startswith("WARNING [text_textscd]") and "1 of 40 pairs have no caption" in shown[1]
@@ -285,3 +286,74 @@ def test_a_text_file_named_png_is_not_an_image_rather_than_a_missing_twin(tmp_pa
                             f" remove it from {notes.parent}"]
     with pytest.raises(SecondFormatError, match=r"notes\.png: not an image"):
         read_image(notes)
+
+
+# ------------------------------------------------------------------------------------------ the trainer
+def _tiny_inputs(tmp_path, run: str):
+    """The trainer's inputs without a text encoder: the FAST mini-SECOND, and a config for TextSCD."""
+    from dataclasses import replace
+
+    from textscd_lib.course.pipeline import prepare_inputs
+    from textscd_lib.engine.config import TrainConfig
+
+    cfg = TrainConfig(run=run, results_root=str(tmp_path / "results"), model="baseline", epochs=1, batch_size=4,
+                      width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True, seed=3)
+    return replace(prepare_inputs(cfg), model="textscd")
+
+
+def _names(root) -> list[str]:
+    from textscd_lib.data.second import find_pairs
+
+    return [p.name for s in ("train", "val") for p in find_pairs(root, s)]
+
+
+def test_training_on_text_features_of_another_dataset_refuses_before_it_trains(tmp_path):
+    from dataclasses import replace
+
+    from textscd_lib.engine.trainer import train
+
+    cfg = _tiny_inputs(tmp_path, "other")
+    feats = build_text_features(WordEncoder(), {f"elsewhere_{n}": "a new road" for n in _names(cfg.data_root)},
+                                tmp_path / "other.pt")
+    with pytest.raises(TextFeaturesMismatch, match=r"no caption in the features"):
+        train(replace(cfg, text_features=str(feats.path)))
+    assert not list((tmp_path / "results/other/checkpoints").glob("*/last.pt"))
+    assert not (tmp_path / "results/other" / lock.LOCK_NAME).exists()  # the lock went with the refusal
+
+
+def test_empty_text_trains_only_when_allowed_and_the_run_records_it(tmp_path):
+    from dataclasses import replace
+
+    from textscd_lib.engine.trainer import train
+
+    cfg = _tiny_inputs(tmp_path, "empty")
+    feats = build_text_features(WordEncoder(), {n: "" for n in _names(cfg.data_root)}, tmp_path / "empty.pt")
+    cfg = replace(cfg, text_features=str(feats.path), captions="none")
+    with pytest.raises(TextFeaturesMismatch, match=r"have an empty caption"):
+        train(cfg)
+    res = train(replace(cfg, allow_empty_text=True))
+    assert res["epochs_run"] == 1
+    run = tmp_path / "results/empty"
+    warning = read_warnings(run)["text_textscd"]
+    assert warning["checks"][0]["allow_empty"] is True and "empty text on purpose" in warning["message"]
+    assert any(line.startswith("WARNING [text_textscd]") for line in substitute_lines(run))
+    assert json.loads((run / "effective.json").read_text())["train_textscd"]["epochs"] == 1
+
+
+def test_a_second_training_into_a_run_folder_in_use_refuses_naming_the_first(tmp_path):
+    from dataclasses import replace
+
+    from textscd_lib.engine.trainer import train
+
+    cfg = replace(_tiny_inputs(tmp_path, "clash"), model="baseline")
+    env = {k: v for k, v in os.environ.items() if k != lock.TOKEN_ENV}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "results/clash")],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(lock.LockHeld, match=rf"pid {holder.pid} .*textscd train --run clash"):
+            train(cfg)
+    finally:
+        holder.terminate()
+        holder.wait()
+    assert not list((tmp_path / "results/clash/checkpoints").glob("*/last.pt"))

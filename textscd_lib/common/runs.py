@@ -125,13 +125,14 @@ def _read_record(f: Path) -> dict:
 # --------------------------------------------------------------------------------------------- warnings
 def record_warning(run_path: str | Path, part: str, message: str, **details) -> str:
     """Record a problem that did not stop the run but changes what it means (``warnings.json``; the runner
-    copies it into ``run.json``), log it at WARNING and return its line. Idempotent per ``part``."""
+    copies it into ``run.json``) and return its line, ``WARNING [part]: ...``. Logged at INFO like a substitute
+    (the CLI shows INFO; a chapter prints it once with :func:`substitute_lines`). Idempotent per ``part``."""
     run_path = Path(run_path)
     record = read_warnings(run_path)
     record[part] = {"message": message, **details}
     atomic_write_json(run_path / WARNINGS_FILE, record)
     line = _warning_line(part, record[part])
-    log.warning(line)
+    log.info(line)  # INFO, as record_substitute: shown once, by whoever faces the reader
     return line
 
 

@@ -55,6 +55,9 @@ class TrainConfig:
                              "it from the features file)", "str", cli=False)
     text_features: str | None = _opt(None, "text-feature file of the data's captions (textscd features); "
                                      "TextSCD needs it", "opt_str")
+    allow_empty_text: bool = _opt(False, "train on empty text on purpose (the caption ablation's 'empty' source; "
+                                  "recorded in the run's warnings); otherwise more than 5 %% of pairs without a "
+                                  "caption is refused", "flag")
     image_weights: str | None = _opt("auto", "ResNet34 weights: auto, imagenet, random or a file", "opt_str")
     width: int = _opt(128, "decoder channel width", "pos_int")
     epochs: int = _opt(50, "epochs (reference protocol: 50)", "pos_int")

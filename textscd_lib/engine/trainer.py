@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 
 import numpy as np
@@ -36,8 +37,10 @@ from tqdm import tqdm
 
 from textscd_lib.common.device import pick_device
 from textscd_lib.common.io import atomic_torch_save, atomic_write_json
-from textscd_lib.common.runs import run_dir
+from textscd_lib.common.lock import run_lock
+from textscd_lib.common.runs import record_effective, run_dir
 from textscd_lib.data.dataset import NORMALIZATION
+from textscd_lib.data.second import find_pairs
 from textscd_lib.engine.batches import (
     BatchSource,
     Normalizer,
@@ -62,6 +65,7 @@ from textscd_lib.engine.config import TrainConfig
 from textscd_lib.engine.stages import check_data_folder, load_features_input, record_inputs
 from textscd_lib.models.losses import total_loss
 from textscd_lib.models.textscd import KINDS, build_model
+from textscd_lib.text.features import check_text_features, record_text_check
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +122,10 @@ def train(cfg: TrainConfig) -> dict:
     Under ``torchrun`` (or inside an initialised process group) it trains data-parallel; rank 0 alone
     writes checkpoints and logs."""
     rank, world, owns = _init_distributed(cfg)
-    try:
-        return _train(cfg, rank, world)
+    try:  # one writer per run folder (common/lock.py); rank 0 alone writes, so rank 0 alone takes it
+        with run_lock(run_dir(cfg.run, cfg.results_root), f"train {cfg.model} into run {cfg.run} "
+                      f"({' '.join(sys.argv)[:120]})") if rank == 0 else contextlib.nullcontext():
+            return _train(cfg, rank, world)
     finally:
         if owns:
             dist.destroy_process_group()
@@ -142,6 +148,17 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     run_path = run_dir(cfg.run, cfg.results_root)
     out = cfg.checkpoint_dir()
     writer = rank == 0
+    if text_features is not None:  # text reaches the model or the run stops (text/features.py)
+        names = [p.name for split in ("train", "val") for p in find_pairs(data_root, split)]
+        empty_source = cfg.captions == "empty" or text_features.provenance.get("source") == "empty"
+        check = check_text_features(text_features, names, allow_empty=cfg.allow_empty_text or empty_source,
+                                    split="train and val")
+        if writer:
+            record_text_check(run_path, f"text_{out.name}", [check])
+    if writer:  # what this training really used (after FAST), next to the parameters as given (run.json)
+        record_effective(run_path, f"train_{out.name}", {
+            k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "size", "max_steps_per_epoch", "seed",
+                                         "captions", "text_encoder", "allow_empty_text", "fast")})
 
     with _rank0_first(rank, world):  # rank 0 decodes the dataset cache once, the others then read it
         train_names, train_images, train_labels = load_split(data_root, "train", cfg.size)
