@@ -338,6 +338,13 @@ def test_empty_text_trains_only_when_allowed_and_the_run_records_it(tmp_path):
     assert warning["checks"][0]["allow_empty"] is True and "empty text on purpose" in warning["message"]
     assert any(line.startswith("WARNING [text_textscd]") for line in substitute_lines(run))
     assert json.loads((run / "effective.json").read_text())["train_textscd"]["epochs"] == 1
+    # predicting with another dataset's features is refused as well
+    from textscd_lib.engine.stages import predict_to_folder
+
+    other = build_text_features(WordEncoder(), {"elsewhere": "a road"}, tmp_path / "other.pt")
+    with pytest.raises(TextFeaturesMismatch, match=r"no caption in the features"):
+        predict_to_folder(res["paths"]["best"], cfg.data_root, tmp_path / "pred", other, split="val", device="cpu")
+    assert not (tmp_path / "pred").exists()
 
 
 def test_a_second_training_into_a_run_folder_in_use_refuses_naming_the_first(tmp_path):
@@ -357,3 +364,22 @@ def test_a_second_training_into_a_run_folder_in_use_refuses_naming_the_first(tmp
         holder.terminate()
         holder.wait()
     assert not list((tmp_path / "results/clash/checkpoints").glob("*/last.pt"))
+
+
+def test_captioning_into_a_run_folder_in_use_refuses(tmp_path):
+    from textscd_lib.text.captions import caption_dataset
+
+    root = _layout(tmp_path)
+    run = tmp_path / "results/busy"
+    env = {k: v for k, v in os.environ.items() if k != lock.TOKEN_ENV}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(lock.LockHeld, match=rf"pid {holder.pid}"):
+            caption_dataset(root, "empty", run / "captions/empty.jsonl")
+    finally:
+        holder.terminate()
+        holder.wait()
+    assert not (run / "captions/empty.jsonl").exists()
+    assert caption_dataset(root, "empty", run / "captions/empty.jsonl")["ok"] == 3  # the folder is free again
+    assert not (run / lock.LOCK_NAME).exists()

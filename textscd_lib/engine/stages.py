@@ -24,12 +24,12 @@ from pathlib import Path
 from textscd_lib.common.paths import resolve
 from textscd_lib.common.runs import clear_substitute, record_substitute, record_substitute_line
 from textscd_lib.data.dataset import DecodedCache
-from textscd_lib.data.second import SecondFormatError, scan
+from textscd_lib.data.second import SecondFormatError, find_pairs, scan
 from textscd_lib.engine.batches import export_predictions
 from textscd_lib.engine.checkpoints import load_model
 from textscd_lib.text.captions import caption_substitute
 from textscd_lib.text.encoder import TextEncoder, load_text_encoder
-from textscd_lib.text.features import TextFeatures, build_text_features
+from textscd_lib.text.features import TextFeatures, build_text_features, check_text_features
 from textscd_lib.text.store import CaptionStore, load_captions
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,10 @@ def predict_to_folder(checkpoint: str | Path, data_root: str | Path, out: str | 
             raise FileNotFoundError(f"{checkpoint}: a TextSCD checkpoint needs --features FILE (the text features "
                                     f"of {root.name}'s captions; make them with {MAKE_FEATURES})")
         tf = tf if isinstance(tf, TextFeatures) else TextFeatures.load(resolve(tf))
+        check = check_text_features(tf, [p.name for p in find_pairs(root, split)], split=split,  # refuses
+                                    allow_empty=tf.provenance.get("source") == "empty")  # another dataset's
+        for line in check.lines():
+            log.warning("%s: %s", tf.path, line)
         trained = model.checkpoint.get("text_features")
         if trained and tf.encoder_name != trained:
             raise ValueError(f"text features of the encoder {tf.encoder_name!r}, but the model was trained with "

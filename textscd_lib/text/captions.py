@@ -15,6 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from textscd_lib.common.lock import run_lock
 from textscd_lib.common.runs import clear_substitute, record_substitute
 from textscd_lib.data.second import find_pairs
 from textscd_lib.text import sources
@@ -70,7 +71,19 @@ def caption_dataset(data_root: str | Path, backend: str, out: str | Path, **opts
 
     Options: ``split``, ``seed`` (offline), ``noise`` (noisy), ``file``/``sentence`` (second-cc), and the
     :class:`textscd_lib.text.gemini.GeminiConfig` fields for ``gemini`` (``model``, ``prompt``, ``workers``,
-    ``rpm``, ``base_url``, ``limit``, ``dry_run``, …)."""
+    ``rpm``, ``base_url``, ``limit``, ``dry_run``, …).
+
+    Holds the lock of the folder it writes (common/lock.py): the run folder for a store in
+    ``results/<run>/captions/``, else the store's folder; a second writer there is refused."""
+    out = Path(out)
+    if opts.get("dry_run"):
+        return _caption_dataset(data_root, backend, out, **opts)
+    folder = out.parent.parent if out.parent.name == "captions" else out.parent
+    with run_lock(folder, f"caption {backend} into {out}"):
+        return _caption_dataset(data_root, backend, out, **opts)
+
+
+def _caption_dataset(data_root: str | Path, backend: str, out: Path, **opts: Any) -> dict[str, Any]:
     data_root = Path(data_root)
     split = opts.pop("split", None)
     pairs = _pairs(data_root, split)
