@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from textscd_lib.data.scene import LV, B, G, P, T, W, blob_mask, place_rects
+from textscd_lib.data.second import NUM_CLASSES
 
 # (from, to): weight — SECOND-like transition frequencies (building, low vegetation, ground dominate).
 TRANSITIONS: dict[tuple[int, int], float] = {
@@ -37,7 +38,7 @@ def where_words(rows: np.ndarray, cols: np.ndarray, size: int) -> str:
 def _pick_transition(rng, lc1, free, forced: tuple[int, set[int]] | None = None) -> tuple[int, int] | None:
     """A (from, to) drawn from TRANSITIONS among those whose from-class is present; ``forced = (c, pair)``
     keeps transitions with class c on one side and a class outside the ambiguous pair on the other."""
-    avail = np.bincount(lc1[free], minlength=7) / lc1.size
+    avail = np.bincount(lc1[free], minlength=NUM_CLASSES) / lc1.size
     items = [(ft, w) for ft, w in TRANSITIONS.items()
              if (forced is None or (forced[0] in ft and not set(ft) <= forced[1])) and avail[ft[0]] > 0.01]
     if not items:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from textscd_lib.common.device import pick_device
+from textscd_lib.models.kinds import KINDS
 from textscd_lib.models.textscd import build_model
 
 
@@ -27,7 +28,7 @@ class BenchConfig:
     channels_last: str = "auto"    # auto = on for CUDA
     compile: bool = False
     cuda_graphs: bool = False      # also time the step replayed as one captured CUDA graph
-    models: tuple[str, ...] = ("baseline", "textscd")
+    models: tuple[str, ...] = tuple(reversed(KINDS))  # Baseline first, then TextSCD
     text_dim: int = 512            # CLIP ViT-B-16 width; the text features are cached, so only D_t matters
     warmup: int = 3
     repeats: int = 10
