@@ -53,6 +53,7 @@ def test_every_cli_field_of_trainconfig_is_an_option_with_its_metadata_help():
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--resum"], "unrecognized arguments: --resum"),                   # no abbreviations
+    (["data", "synth", "--ou", "x"], "the following arguments are required: --out"),  # nor in nested parsers
     (["train", "--size", "0"], "--size: must be 'native' or a multiple of 32"),   # 0 no longer means native
     (["train", "--size", "48"], "multiple of 32"),
     (["train", "--size", "big"], "expected 'native' or a multiple of 32"),
