@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -15,7 +16,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, root: str, queue, data: str) -> None:
+def _worker(rank: int, world: int, port: int, root: str, queue, data: str, batch_size: int = 4,
+            steps: int = 2, run: str = "ddp") -> None:
     torch.set_num_threads(1)
     import textscd_lib.engine.trainer as T
     from textscd_lib.engine.checkpoints import load_model
@@ -30,11 +32,12 @@ def _worker(rank: int, world: int, port: int, root: str, queue, data: str) -> No
     T.atomic_torch_save = counting_save
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        cfg = T.TrainConfig(run="ddp", results_root=root, model="baseline", epochs=1, batch_size=2, width=16,
-                            max_steps_per_epoch=2, image_weights=None, device="cpu", data_root=data)
+        cfg = T.TrainConfig(run=run, results_root=root, model="baseline", epochs=1, batch_size=batch_size,
+                            width=16, max_steps_per_epoch=steps, image_weights=None, device="cpu", data_root=data)
         res = T.train(cfg)
         params = load_model(res["paths"]["last"]).state_dict() if rank == 0 else None
         queue.put({"rank": rank, "world": res["world"], "shard": res["shard"], "writes": writes,
+                   "params": None if params is None else {k: v.numpy() for k, v in params.items()},  # no shared memory
                    "history": res["history"], "steps": res["steps"],
                    "param_sum": None if params is None else float(sum(p.double().sum() for p in params.values()))})
     finally:
@@ -48,6 +51,7 @@ def test_two_process_gloo_training_shards_data_and_only_rank0_writes(tmp_path):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
+    # --batch-size is the global batch: 4 over 2 ranks = 2 pairs per rank and step
     procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path), queue, data)) for r in range(2)]
     for p in procs:
         p.start()
@@ -67,3 +71,61 @@ def test_two_process_gloo_training_shards_data_and_only_rank0_writes(tmp_path):
     assert r0["history"][0]["train_total"] == r1["history"][0]["train_total"]
     assert r0["history"][0]["val_OA"] == r1["history"][0]["val_OA"]
     assert r0["steps"] == r1["steps"] == 2
+
+
+def _two_ranks(tmp_path, data: str, **kw) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path), queue, data), kwargs=kw) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = {}
+    for _ in procs:
+        r = queue.get(timeout=120)
+        results[r["rank"]] = r
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return results
+
+
+def test_two_ranks_of_4_take_the_same_first_step_as_one_process_of_8(tmp_path):
+    """--batch-size 8 under two ranks: each rank takes 4 pairs, together the 8 pairs of the one-process step;
+    every pair gets the same flip; the weights after that step are close, not equal: each rank's BatchNorm
+    normalises over its own 4 pairs (SyncBatchNorm needs a GPU), and the loss is averaged over the ranks rather
+    than taken over the 8 pairs (dice and the class-weighted BCE are ratios over the batch)."""
+    import textscd_lib.engine.trainer as T
+    from textscd_lib.data.synthetic import ensure_mini_second
+    from textscd_lib.engine.checkpoints import load_model
+    from textscd_lib.models.textscd import build_model
+
+    data = str(ensure_mini_second(fast=True))
+    ranks = _two_ranks(tmp_path, data, batch_size=8, steps=1, run="ddp8")
+    one = T.train(T.TrainConfig(run="one8", results_root=str(tmp_path), model="baseline", epochs=1, batch_size=8,
+                                width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", data_root=data))
+    assert len(ranks[0]["shard"]) == len(ranks[1]["shard"]) == 4
+    assert sorted(ranks[0]["shard"] + ranks[1]["shard"]) == sorted(one["shard"])
+    assert ranks[0]["steps"] == one["steps"] == 1
+    assert ranks[0]["history"][0]["lr"] == one["history"][0]["lr"]
+    torch.manual_seed(0)
+    init = build_model("baseline", weights=None, width=16).state_dict()
+    single = load_model(one["paths"]["last"]).state_dict()
+    ddp = {k: torch.from_numpy(v) for k, v in ranks[0]["params"].items()}
+    names = [n for n, v in init.items() if v.is_floating_point() and "running" not in n]
+    d_one = torch.cat([(single[n] - init[n]).flatten() for n in names])
+    d_ddp = torch.cat([(ddp[n] - init[n]).flatten() for n in names])
+    cos = float(torch.nn.functional.cosine_similarity(d_one, d_ddp, dim=0))
+    ratio = float(d_ddp.norm() / d_one.norm())
+    print(f"first step: cosine of the weight updates {cos:.4f}, norm ratio {ratio:.3f}")
+    assert cos > 0.8 and 0.8 < ratio < 1.25  # measured on the 2-core CPU: 0.874 and 0.989
+
+
+def test_a_global_batch_the_ranks_cannot_share_is_refused(tmp_path):
+    import textscd_lib.engine.trainer as T
+    from textscd_lib.data.synthetic import ensure_mini_second
+
+    cfg = T.TrainConfig(run="odd", results_root=str(tmp_path), model="baseline", epochs=1, batch_size=3, width=16,
+                        image_weights=None, device="cpu", data_root=str(ensure_mini_second(fast=True)))
+    with pytest.raises(ValueError, match="--batch-size 3 is the global batch and 2 ranks cannot share it"):
+        T._train(cfg, rank=0, world=2)

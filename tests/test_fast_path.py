@@ -92,3 +92,29 @@ def test_the_global_batch_is_shared_by_the_ranks_and_an_unshareable_one_is_refus
     assert len(ranks[0]) == len(ranks[1]) == len(one)
     for k, batch in enumerate(one):  # step k of the two ranks together = step k of one process
         assert sorted(np.concatenate([ranks[0][k], ranks[1][k]]).tolist()) == sorted(batch.tolist())
+
+
+def test_under_ddp_each_rank_flips_its_pairs_as_one_process_with_the_whole_batch_would():
+    im1, im2, l1, l2 = _batch(n=8, seed=3)
+    whole = augment_batch(im1, im2, l1, l2, torch.Generator().manual_seed(5))
+    for rank in range(2):
+        mine = augment_batch(im1[rank::2], im2[rank::2], l1[rank::2], l2[rank::2], torch.Generator().manual_seed(5),
+                             rank=rank, world=2)
+        assert all(torch.equal(a[rank::2], b) for a, b in zip(whole, mine))
+
+
+def test_the_trainer_builds_the_asked_tail_saves_it_and_refuses_compile_on_the_cpu(tmp_path):
+    from textscd_lib.data.synthetic import ensure_mini_second
+    from textscd_lib.engine.checkpoints import load_model
+    from textscd_lib.engine.trainer import TrainConfig, train
+
+    cfg = TrainConfig(run="tail", results_root=str(tmp_path), model="baseline", epochs=1, batch_size=2, width=16,
+                      max_steps_per_epoch=1, image_weights=None, device="cpu", tail="narrow",
+                      data_root=str(ensure_mini_second(fast=True)))
+    res = train(cfg)
+    model = load_model(res["paths"]["last"])
+    assert model.tail == "narrow" and hasattr(model.sem_decoder, "narrow")
+    with pytest.raises(ValueError, match="torch.compile is used on CUDA only"):
+        train(TrainConfig(**{**cfg.__dict__, "run": "compiled", "compile": True}))
+    with pytest.raises(ValueError, match="decoder tail 'wide'"):
+        TrainConfig(tail="wide").check()

@@ -44,13 +44,17 @@ from textscd_lib.models.textscd import predict
 log = logging.getLogger(__name__)
 
 
-def augment_batch(im1, im2, label1, label2, generator: torch.Generator):
+def augment_batch(im1, im2, label1, label2, generator: torch.Generator, rank: int = 0, world: int = 1):
     """:func:`textscd_lib.data.dataset.augment` for a batch (B,C,H,W)/(B,H,W) on any device, with the same draws
     from ``generator`` and the same result, bit for bit; the per-group sample indices go to the device in one
-    (pinned) copy instead of one blocking copy per group (chapter 05, the GPU fast path)."""
+    (pinned) copy instead of one blocking copy per group (chapter 05, the GPU fast path).
+
+    Under DDP (``world`` > 1, the same generator state on every rank) the draws are made for the global batch
+    and each rank keeps its own pairs' (positions ``rank::world``, as :func:`epoch_batches` deals them out), so
+    every pair gets the flip it would get in one process with the whole batch."""
     n, (h, w) = label1.shape[0], label1.shape[-2:]
-    rot = (torch.rand(n, generator=generator) < 0.5) & (h == w)
-    flip = torch.randint(0, 4, (n,), generator=generator)
+    rot = (torch.rand(n * world, generator=generator) < 0.5)[rank::world] & (h == w)
+    flip = torch.randint(0, 4, (n * world,), generator=generator)[rank::world]
     groups = [(r, f, torch.nonzero((rot == r) & (flip == f)).flatten()) for r in (False, True) for f in range(4)
               if r or f]
     groups = [(r, f, idx) for r, f, idx in groups if len(idx)]
@@ -210,16 +214,18 @@ class BatchSource:
             yield (im.to(self.device, non_blocking=True), lb.to(self.device, non_blocking=True), b.numpy(),
                    b.to(self.device, non_blocking=True))
 
-    def batches(self, batches: list[np.ndarray], augment_generator: torch.Generator | None = None):
+    def batches(self, batches: list[np.ndarray], augment_generator: torch.Generator | None = None, rank: int = 0,
+                world: int = 1):
         """Yield dicts {idx (numpy), idx_t (the same on the device), x1, x2 (B,3,H,W) float normalised, label1,
         label2 (B,H,W) int64, change (B,H,W) float} on the device; augmented with :func:`augment_batch` (=
-        :func:`textscd_lib.data.dataset.augment`) when a generator is given."""
+        :func:`textscd_lib.data.dataset.augment`; ``rank``/``world``: this rank's share of the global batch's
+        draws) when a generator is given."""
         for im, lb, b, idx_t in self._uint8_batches(batches):
             im = im.to(self.device).permute(0, 1, 4, 2, 3)  # (B,2,3,H,W) uint8
             im1, im2, l1, l2 = im[:, 0], im[:, 1], lb[:, 0].to(self.device), lb[:, 1].to(self.device)
             if augment_generator is not None:
 
-                im1, im2, l1, l2 = augment_batch(im1, im2, l1, l2, augment_generator)
+                im1, im2, l1, l2 = augment_batch(im1, im2, l1, l2, augment_generator, rank, world)
             x1, x2 = self.norm(im1, im2)
             if self.channels_last:
                 x1 = x1.contiguous(memory_format=torch.channels_last)

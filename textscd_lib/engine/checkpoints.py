@@ -149,7 +149,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        model = build_model(ck["model_kind"], text_dim=ck["text_dim"], weights=None, width=ck["width"])
+        model = build_model(ck["model_kind"], text_dim=ck["text_dim"], weights=None, width=ck["width"],
+                            tail=ck.get("config", {}).get("tail", "paper"))  # runs before the option: paper
     finally:
         quiet.setLevel(level)
     model.load_state_dict(ck["model"])

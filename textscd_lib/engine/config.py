@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from textscd_lib.common.paths import resolve
-from textscd_lib.models.kinds import KINDS
+from textscd_lib.models.kinds import KINDS, TAILS
 
 __all__ = ["KINDS", "PRECISIONS", "TrainConfig", "check_size", "option_fields"]
 
@@ -60,8 +60,10 @@ class TrainConfig:
                                   "caption is refused", "flag")
     image_weights: str | None = _opt("auto", "ResNet34 weights: auto, imagenet, random or a file", "opt_str")
     width: int = _opt(128, "decoder channel width", "pos_int")
+    tail: str = _opt("paper", "decoder tail after stride 4 (docs/performance.md)", "str", choices=TAILS)
     epochs: int = _opt(50, "epochs (reference protocol: 50)", "pos_int")
-    batch_size: int = _opt(8, "pairs per step (paper §4.1: 8)", "pos_int")
+    batch_size: int = _opt(8, "pairs per step, the global batch: under torchrun the ranks share it, each "
+                           "taking batch_size / world (paper §4.1: 8)", "pos_int")
     lr: float = _opt(0.1, "initial learning rate (paper §4.1: 0.1)", "float")
     momentum: float = _opt(0.9, "SGD momentum (paper §4.1: 0.9)", "float")
     nesterov: bool = _opt(False, "Nesterov momentum (reference protocol: on; paper: not said)", "flag")
@@ -99,6 +101,8 @@ class TrainConfig:
         check_size(self.size)
         if self.model not in KINDS:
             raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(KINDS)}")
+        if self.tail not in TAILS:
+            raise ValueError(f"decoder tail {self.tail!r}: expected one of {', '.join(TAILS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         for name in ("width", "epochs", "batch_size", "val_every"):

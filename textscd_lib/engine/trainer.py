@@ -50,6 +50,7 @@ from textscd_lib.engine.batches import (
     forward_batch,
     load_split,
     lookup_features,
+    rank_batch_size,
 )
 from textscd_lib.engine.checkpoints import (
     check_resume,
@@ -142,6 +143,11 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
+    per_rank = rank_batch_size(cfg.batch_size, world)  # --batch-size is the global batch, shared by the ranks
+    if cfg.compile and device.type != "cuda":
+        raise ValueError(f"compile: torch.compile is used on CUDA only; device {device} (drop --compile)")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # static shapes: cuDNN times its algorithms once and keeps the fastest
     precision = ("bf16" if device.type == "cuda" else "fp32") if cfg.precision == "auto" else cfg.precision
     channels_last = device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
     sync_every = cfg.sync_every or (1 if device.type == "cpu" else 50)
@@ -173,7 +179,8 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
 
     _seed_everything(cfg.seed)  # identical initial weights on every rank
     text_dim = text_features.dim if text_features is not None else 512
-    model = build_model(cfg.model, text_dim=text_dim, weights=cfg.image_weights, width=cfg.width).to(device)
+    model = build_model(cfg.model, text_dim=text_dim, weights=cfg.image_weights, width=cfg.width,
+                        tail=cfg.tail).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     text_subs = record_inputs(run_path, cfg.model, data_root, text_features, model.substitutes, writer)
@@ -203,7 +210,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     autocast = autocast_for(device, precision)
 
     def batches_of(epoch: int) -> list[np.ndarray]:
-        return epoch_batches(train_src.n, cfg.batch_size, epoch, cfg.seed, True, rank, world,
+        return epoch_batches(train_src.n, per_rank, epoch, cfg.seed, True, rank, world,
                              cfg.max_steps_per_epoch)
 
     steps_per_epoch = len(batches_of(0))
@@ -214,7 +221,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
         if cfg.stop_after is not None and epochs_done >= cfg.stop_after:
             break
         run_model.train()
-        aug_gen.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
+        aug_gen.manual_seed(cfg.seed * 1_000_003 + epoch * 1009)  # the same draws on every rank: each keeps its own
         batches = batches_of(epoch)
         sums = torch.zeros(len(PARTS), dtype=torch.float64, device=device)
         step_t = torch.full((), step, dtype=torch.long, device=device)
@@ -223,7 +230,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
                    disable=not writer or os.environ.get("TQDM_DISABLE", "0") not in ("", "0"), leave=False)
         t0 = time.perf_counter()
         lr = cfg.lr
-        for k, batch in enumerate(train_src.batches(batches, aug_gen)):
+        for k, batch in enumerate(train_src.batches(batches, aug_gen, rank, world)):
             lr = poly_lr(cfg.lr, step, total_steps, cfg.poly_power)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -248,7 +255,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
                         f"step {bad - epoch * steps_per_epoch + 1} of {steps_per_epoch}, lr {lr:.3g}); "
                         f"lower the learning rate (now {cfg.lr}) or check the data")
                 bar.set_postfix(loss=f"{float(sums[-1]) / (k + 1):.4f}", lr=f"{lr:.3g}",
-                                pairs_s=f"{(k + 1) * cfg.batch_size * world / (time.perf_counter() - t0):.1f}")
+                                pairs_s=f"{(k + 1) * per_rank * world / (time.perf_counter() - t0):.1f}")
         bar.close()
         if world > 1:
             dist.all_reduce(sums)
@@ -257,10 +264,10 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
         row = {"epoch": epoch + 1, "step": step, "lr": lr,
                **{f"train_{p}": float(sums[i]) / n_steps for i, p in enumerate(PARTS)},
                "train_seconds": round(train_s, 3),
-               "pairs_per_s": round(len(batches) * cfg.batch_size * world / max(train_s, 1e-9), 2)}
+               "pairs_per_s": round(len(batches) * per_rank * world / max(train_s, 1e-9), 2)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             t1 = time.perf_counter()
-            scores = evaluate_source(unwrap(run_model), val_src, feats_val, cfg.batch_size, precision, rank, world)
+            scores = evaluate_source(unwrap(run_model), val_src, feats_val, per_rank, precision, rank, world)
             row.update({f"val_{m}": scores[m] for m in ("OA", "mIoU", "SeK", "F_scd")})
             row["val_seconds"] = round(time.perf_counter() - t1, 3)
         history.append(row)

@@ -32,12 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from textscd_lib.models.image_encoder import CHANNELS, SiameseResNet34
-from textscd_lib.models.kinds import KINDS
+from textscd_lib.models.kinds import KINDS, TAILS
 from textscd_lib.models.tgi import TGI, BitemporalMLP, attention_mask
 
 NUM_CLASSES = 7  # len(data.second.CLASSES): models may not import data (import-linter); a test checks they agree
 TGI_LEVELS = (1, 2, 3)
-TAILS = ("paper", "narrow", "stride4")
 TAIL_WIDTH = 16
 
 
