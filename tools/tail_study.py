@@ -80,6 +80,28 @@ def table(tails: list[str], root: str) -> str:
     return "\n".join(lines)
 
 
+def per_epoch(tails: list[str], root: str) -> str:
+    """Markdown table of val SeK per epoch (×100): the committed cpu-30ep run (tail paper) beside each tail
+    found under ``root``, epoch by epoch, so that unfinished runs can be compared at equal epochs."""
+    cols, series = [], []
+    if COMMITTED.is_file():
+        committed = json.loads(COMMITTED.read_text())["models"]
+        for model in MODELS:
+            cols.append(f"{model} cpu-30ep")
+            series.append({h["epoch"]: h["val_SeK"] for h in committed[model]["history"]})
+    for tail in tails:
+        for model in MODELS:
+            f = Path(root) / f"tail-{tail}" / "checkpoints" / model / "log.json"
+            if f.is_file():
+                cols.append(f"{model} {tail}")
+                series.append({r["epoch"]: r["val_SeK"] for r in json.loads(f.read_text())})
+    last = max((max(s) for s in series[2:] if s), default=0)
+    lines = ["| epoch | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for e in range(1, last + 1):
+        lines.append(f"| {e} | " + " | ".join(f"{100 * s[e]:.2f}" if e in s else "" for s in series) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -97,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         r = train_one(args.tail, args.model, args.root, args.epochs, args.seed)
         print(json.dumps({"tail": args.tail, "model": args.model, "best": r["best"], "epochs_run": r["epochs_run"]}))
     else:
-        print(table(args.tails, args.root))
+        print(table(args.tails, args.root) + "\n\nval SeK (x100) per epoch:\n\n" + per_epoch(args.tails, args.root))
     return 0
 
 
