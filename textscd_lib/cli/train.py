@@ -25,8 +25,9 @@ from textscd_lib.cli.options import TYPES
 from textscd_lib.engine.config import TrainConfig, option_fields
 
 
-def add_config_options(p, cls=TrainConfig, defaults: dict | None = None) -> None:
-    """One option per CLI field of ``cls``, from the field's metadata (help, type, choices, flags)."""
+def add_config_options(p, cls=TrainConfig, defaults: dict | None = None, shown: dict | None = None) -> None:
+    """One option per CLI field of ``cls``, from the field's metadata (help, type, choices, flags, and ``shown``:
+    how the help states the default); ``defaults``/``shown`` override them for this command."""
     base = cls()
     for f in option_fields(cls):
         meta = f.metadata
@@ -35,9 +36,9 @@ def add_config_options(p, cls=TrainConfig, defaults: dict | None = None) -> None
         if meta["type"] == "flag":
             p.add_argument(*flags, dest=f.name, action="store_true", help=meta["help"])
             continue
-        shown = "native" if meta["type"] == "size" and default is None else default
+        said = (shown or {}).get(f.name, meta.get("shown", "native" if meta["type"] == "size" else default))
         p.add_argument(*flags, dest=f.name, type=TYPES[meta["type"]], default=default,
-                       choices=meta.get("choices"), help=f"{meta['help']} (default {shown})")
+                       choices=meta.get("choices"), help=f"{meta['help']} (default {said})")
 
 
 def register(sub) -> None:
@@ -45,7 +46,7 @@ def register(sub) -> None:
                        description="Train Baseline or TextSCD; every TrainConfig option is a flag. Inputs: "
                        "--data-root (textscd data synth | prepare-second) and, for TextSCD, --text-features "
                        "(textscd features). Writes results/<run>/checkpoints/<model>/{best,last}.pt and logs.")
-    add_config_options(p, defaults={"run": None})
+    add_config_options(p, defaults={"run": None}, shown={"run": "a new run, train-<date>-<time>"})
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_train)
 

@@ -45,7 +45,7 @@ class TrainConfig:
     (a file made by ``textscd features``) are the trainer's given inputs: it makes neither."""
 
     data_root: str = _opt("", "prepared data folder with train/ and val/ (textscd data synth | prepare-second)",
-                          "str")
+                          "str", shown="none, required")
     run: str = _opt("demo", "results/<run>/ to write into", "str", flags=("--run-name", "--run"))
     results_root: str = _opt("results", "folder that holds the run folders", "str")
     model: str = _opt("textscd", "which model of Table 1", "str", choices=KINDS)
@@ -54,7 +54,7 @@ class TrainConfig:
     text_encoder: str = _opt("auto", "text encoder the features were made with (recorded; textscd train reads "
                              "it from the features file)", "str", cli=False)
     text_features: str | None = _opt(None, "text-feature file of the data's captions (textscd features); "
-                                     "TextSCD needs it", "opt_str")
+                                     "TextSCD needs it", "opt_str", shown="none")
     allow_empty_text: bool = _opt(False, "train on empty text on purpose (the caption ablation's 'empty' source; "
                                   "recorded in the run's warnings); otherwise more than 5 %% of pairs without a "
                                   "caption is refused", "flag")
@@ -81,13 +81,11 @@ class TrainConfig:
     seed: int = _opt(0, "seed of weights, batches and flips", "int")
     val_every: int = _opt(1, "validate every N epochs", "pos_int")
     max_steps_per_epoch: int | None = _opt(None, "cap the steps per epoch (quick runs)", "opt_pos_int")
-    sync_every: int | None = _opt(None, "host syncs every N steps (default: 1 on CPU, 50 on CUDA)", "opt_pos_int")
+    sync_every: int | None = _opt(None, "host syncs every N steps", "opt_pos_int", shown="1 on CPU, 50 on CUDA")
     resume: bool = _opt(False, "continue from results/<run>/checkpoints/<model>/last.pt", "flag")
     stop_after: int | None = _opt(None, "stop after N epochs in this call (continue later with --resume)",
                                   "opt_pos_int")
-    export: bool = _opt(False, "also write the best model's val predictions (SECOND layout); "
-                        "or later: textscd predict", "bool")
-    out_dir: str | None = _opt(None, "checkpoint folder (default results/<run>/checkpoints/<model>)", "opt_str")
+    out_dir: str | None = _opt(None, "checkpoint folder", "opt_str", shown="results/<run>/checkpoints/<model>")
     fast: bool = field(default_factory=lambda: os.environ.get("TEXTSCD_FAST", "0") == "1",
                        metadata={"help": "TEXTSCD_FAST sizes (the tiny mini-SECOND)", "type": "bool", "cli": False})
 
