@@ -76,7 +76,7 @@ def _tile_job(job: tuple) -> tuple:
     name, gt_paths, img_dir, pa, pb, caption, scene, boundary_px, names = job
     label = read_truth(*gt_paths)
     preds = [tuple(read_label(q) for q in pa)] + ([tuple(read_label(q) for q in pb)] if pb else [])
-    dist = distance_to(label[0] > 0)   # shared by both methods
+    dist = distance_to(label[0] > 0)   # to the true change: the same for both methods
     recs = [tile_records(name, p, label, caption, scene, boundary_px, dist) for p in preds]
     Hs = [confusion_of(p, label) for p in preds]
     im1, im2 = _images(img_dir, name, label[0].shape)

@@ -70,6 +70,14 @@ def write_predictions(gt_dir: str | Path, out: str | Path, layout: str = "im1", 
     return out
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the worker pool), user + system."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _replicate(root: Path, gt: Path, pairs: int) -> None:
     """Copy the generated pairs (and their scene-log lines) under new names until there are ``pairs``."""
     import shutil
@@ -106,13 +114,14 @@ def benchmark(pairs: int = 600, size: int = 512, workers: int = 2, keep: str | N
         write_predictions(gt, tmp / "A", "im1", seed=1)
         write_predictions(gt, tmp / "B", "im1_rgb", seed=2, blobs=1.0, drop=0.1)
         prep = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        t1, cpu0 = time.perf_counter(), _cpu()
         a = analyse_folders(tmp / "A", root, tmp / "B", names=("A", "B"), split=gt.name, workers=workers,
                             log=lambda s: None)
         paths = write_outputs(a, tmp / "out")
-        sec = time.perf_counter() - t1
+        sec, cpu = time.perf_counter() - t1, _cpu() - cpu0
         return {"what": "textscd errors (records, ranking, gallery, report.html) on simulated predictions",
                 "pairs": pairs, "unique_scenes": min(pairs, unique), "size": size, "methods": 2, "workers": workers, "seconds": round(sec, 1),
+                "cpu_seconds": round(cpu, 1), "load_average_1min": round(os.getloadavg()[0], 1),
                 "prepare_seconds": round(prep, 1), "report_mb": round(paths["report"].stat().st_size / 2**20, 2),
                 "components": int(sum(len(c) for c in a.components.values())), "cpus": os.cpu_count(),
                 "machine": platform.processor() or platform.machine(), "time": time.strftime("%Y-%m-%d %H:%M UTC",
