@@ -118,3 +118,15 @@ def test_the_trainer_builds_the_asked_tail_saves_it_and_refuses_compile_on_the_c
         train(TrainConfig(**{**cfg.__dict__, "run": "compiled", "compile": True}))
     with pytest.raises(ValueError, match="decoder tail 'wide'"):
         TrainConfig(tail="wide").check()
+
+
+def test_training_checkpoints_land_in_the_run_folder_that_textscd_results_names(tmp_path, monkeypatch):
+    from textscd_lib.common.runs import run_dir
+    from textscd_lib.engine.config import TrainConfig
+
+    monkeypatch.setenv("TEXTSCD_RESULTS", str(tmp_path / "elsewhere"))
+    cfg = TrainConfig(run="gpu-x", model="baseline")
+    assert cfg.checkpoint_dir() == run_dir("gpu-x") / "checkpoints" / "baseline"
+    assert cfg.checkpoint_dir().is_relative_to(tmp_path / "elsewhere")
+    assert TrainConfig(run="r", results_root=str(tmp_path / "given")).checkpoint_dir().parent.parent.parent == (
+        tmp_path / "given")

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from textscd_lib.common.paths import resolve
+from textscd_lib.common.paths import resolve, results_root
 from textscd_lib.models.kinds import KINDS, TAILS
 
 __all__ = ["KINDS", "PRECISIONS", "TrainConfig", "check_size", "option_fields"]
@@ -47,7 +47,7 @@ class TrainConfig:
     data_root: str = _opt("", "prepared data folder with train/ and val/ (textscd data synth | prepare-second)",
                           "str", shown="none, required")
     run: str = _opt("demo", "results/<run>/ to write into", "str", flags=("--run-name", "--run"))
-    results_root: str = _opt("results", "folder that holds the run folders", "str")
+    results_root: str = _opt("", "folder that holds the run folders ('': $TEXTSCD_RESULTS, else results)", "str")
     model: str = _opt("textscd", "which model of Table 1", "str", choices=KINDS)
     captions: str = _opt("oracle", "caption source the text features were made from (recorded; textscd train "
                          "reads it from the features file)", "str", cli=False)
@@ -92,7 +92,7 @@ class TrainConfig:
     def checkpoint_dir(self) -> Path:
         if self.out_dir:
             return resolve(self.out_dir)
-        return resolve(self.results_root) / self.run / "checkpoints" / self.model
+        return results_root(self.results_root) / self.run / "checkpoints" / self.model
 
     def check(self) -> TrainConfig:
         """Refuse impossible values with one clear ValueError (the CLI checks the same at parse time)."""
