@@ -176,11 +176,53 @@ def marked_caption(caption: str, predicted: set[str], true: set[str]) -> list[tu
     return [p for p in out if p[0]]
 
 
+MARK_RGB = {"predicted": (255, 179, 255), "true": (179, 240, 255), "both": (220, 210, 255)}
+
+
+def caption_panel(caption: str | None, predicted: set[str], true: set[str], width: int = 220,
+                  height: int = 128) -> Image.Image:
+    """The caption as a text panel for a gallery row, wrapped to ``width`` px, the class words that matter on a
+    light magenta (a false alarm's class), light cyan (a missed class) or lilac (both) ground; other class words
+    underlined (chapter 06)."""
+    out = Image.new("RGB", (width, height), BG_RGB)
+    draw, f = ImageDraw.Draw(out), font(10)
+    x, y, line = 2, 2, 12
+    pieces = marked_caption(caption, predicted, true) if caption else [("(no caption)", "")]
+    for text, mark in pieces:
+        for word in re.split(r"(\s+)", text):
+            if not word or word.isspace():
+                x += 3 if word else 0
+                continue
+            wlen = int(draw.textlength(word, font=f))
+            if x + wlen > width - 2 and x > 2:
+                x, y = 2, y + line
+            if y + line > height:
+                draw.text((x, y - line), "…", fill=TEXT_RGB, font=f)
+                return out
+            if mark in MARK_RGB:
+                draw.rectangle([x - 1, y, x + wlen, y + line - 1], fill=MARK_RGB[mark])
+            draw.text((x, y), word, fill=TEXT_RGB, font=f)
+            if mark == "class":
+                draw.line([x, y + line - 1, x + wlen, y + line - 1], fill=TEXT_RGB)
+            x += wlen
+    return out
+
+
+def beside(row: Image.Image, panel: Image.Image, gap: int = 6) -> Image.Image:
+    """``panel`` to the right of a gallery ``row``, aligned with its images (below the headers)."""
+    out = Image.new("RGB", (row.width + gap + panel.width, max(row.height, panel.height)), BG_RGB)
+    out.paste(row, (0, 0))
+    out.paste(panel, (row.width + gap, row.height - panel.height))
+    return out
+
+
 def legend(width: int = 900) -> Image.Image:
     """The one legend of the gallery: error outlines, then the SECOND class colours (framed swatches)."""
     out = Image.new("RGB", (width, 20), BG_RGB)
     draw, f, x = ImageDraw.Draw(out), font(10), 2
-    items = [(FA_RGB, "false alarm (thick + box = isolated)", False), (MISS_RGB, "miss", False)]
+    items = [(FA_RGB, "false alarm (thick + box = isolated)", False), (MISS_RGB, "miss", False),
+             (MARK_RGB["predicted"], "caption word: a false alarm's class", True),
+             (MARK_RGB["true"], "a missed class", True)]
     items += [(tuple(int(v) for v in COLORS[i]), name, True) for i, name in enumerate(CLASSES)]
     for rgb, name, fill in items:
         if fill:

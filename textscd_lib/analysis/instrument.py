@@ -155,9 +155,12 @@ def _gallery(tops, m, gt_dir, tiles, comps, caps, names, has_b):
         t = tiles[a].loc[n]
         title = (f"{n} · {a}: false alarm {int(t['false alarm'])} px ({int(t['fa_isolated'])} isolated), miss "
                  f"{int(t['miss'])} px, SeK {_pct(t['SeK'])}")
+        c = comps[a][comps[a]["tile"] == n]
+        row = G.tile_row(im1, im2, label, pa, c, pb, names, GALLERY_PX, title)
         if caps is not None:
-            title += " · caption: " + (caps.get(n) or "(none)")[:110]
-        rows.append(G.tile_row(im1, im2, label, pa, comps[a][comps[a]["tile"] == n], pb, names, GALLERY_PX, title))
+            pred_cls, true_cls = _classes_of(c)
+            row = G.beside(row, G.caption_panel(caps.get(n), pred_cls, true_cls, 220, GALLERY_PX))
+        rows.append(row)
     return G.stack(rows, G.legend()) if rows else None
 
 
@@ -165,10 +168,16 @@ def _pct(v) -> str:
     return "NaN" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
 
 
-def _details(name: str, comps: pd.DataFrame, caps) -> str:
-    c = comps[comps["tile"] == name]
+def _classes_of(c: pd.DataFrame) -> tuple[set[str], set[str]]:
+    """The classes of the false alarms' predicted transitions and of the misses' true transitions."""
     pred_cls = {x for t in c.loc[c["error"] == "false alarm", "predicted"] for x in t.split("→")}
     true_cls = {x for t in c.loc[c["error"] == "miss", "true"] for x in t.split("→")}
+    return pred_cls, true_cls
+
+
+def _details(name: str, comps: pd.DataFrame, caps) -> str:
+    c = comps[comps["tile"] == name]
+    pred_cls, true_cls = _classes_of(c)
     cap = R.caption_html(caps.get(name) if caps is not None else None, pred_cls, true_cls)
     big = c.sort_values("area", ascending=False).head(6)
     cols = ["error", "kind", "area", "distance_px", "predicted", "true", "event", "cause", "caption_names"]
