@@ -34,3 +34,10 @@ def test_zoom_box_is_square_centred_and_inside_the_image():
     assert G.zoom_box((10, 10, 14, 14), (64, 64)) == (4, 4, 20, 20)          # at least 16 px
     r0, c0, r1, c1 = G.zoom_box((0, 50, 30, 64), (64, 64), max_side=32)
     assert r1 - r0 == c1 - c0 == 32 and r0 >= 0 and c1 <= 64
+
+
+def test_caption_panel_grounds_the_class_words_of_false_alarms_and_misses():
+    img = np.asarray(G.caption_panel("New houses on the lawn.", {"building"}, {"low vegetation"}, 200, 40))
+    assert (img == G.MARK_RGB["predicted"]).all(-1).any() and (img == G.MARK_RGB["true"]).all(-1).any()
+    plain = np.asarray(G.caption_panel("New houses on the lawn.", set(), set(), 200, 40))
+    assert not (plain == G.MARK_RGB["predicted"]).all(-1).any()
