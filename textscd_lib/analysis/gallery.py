@@ -140,7 +140,9 @@ def tile_row(im1: np.ndarray, im2: np.ndarray, label: tuple, pred_a: tuple, comp
         h, w = err.shape
         r0, c0, r1, c1 = zoom_box((big.r0, big.c0, big.r1, big.c1), (h, w), max_side=max(16, h // 2))
         crop = outlined(np.asarray(im2)[r0:r1, c0:c1], err[r0:r1, c0:c1], None, size)
-        panels.append((f"zoom: {big.kind} {'FA' if big.error == 'false alarm' else 'miss'}, {big.area} px", _square(crop, size, True)))
+        what = "FA" if big.error == "false alarm" else "miss"
+        head = f"zoom: {big.kind} {what}, {big.area} px" if size >= 128 else f"zoom {what} {big.area} px"
+        panels.append((head, _square(crop, size, True)))
     width = sum(p.width for _, p in panels) + 4 * (len(panels) - 1)
     top = HEADER_PX * (2 if title else 1)
     out = Image.new("RGB", (width, size + top), BG_RGB)
