@@ -143,3 +143,15 @@ def test_chapter_04s_inline_check_fails_when_the_librarys_tgi_changes(monkeypatc
     with pytest.raises(AssertionError, match="not close"):
         _run_cells_until(book, "assert_close(F_o_inline", {"FAST": True, "RUN": "tgi-check"})
     torch.set_grad_enabled(True)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.name for p in SOLUTIONS])
+def test_solution_notebook_is_committed_clean_with_run_and_fast_parameters(path):
+    nb = _load(path)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), f"{path.name} has outputs"
+    assert "parameters" in code[0].get("metadata", {}).get("tags", []), f"{path.name}: first code cell: parameters"
+    params = "".join(code[0]["source"])
+    assert "RUN = " in params and "FAST = " in params  # the tests run it against their FAST run
+    asserts = sum("assert" in "".join(c["source"]) for c in code)
+    assert asserts >= 3, f"{path.name}: a solution asserts what it claims ({asserts} cells with asserts)"
