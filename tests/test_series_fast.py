@@ -110,4 +110,5 @@ def test_solution_notebook_runs_in_fast_mode(path, fast_series, tmp_path):
     """The exercises' solutions (notebooks/solutions/) run against the FAST run, so they stay correct."""
     assert fast_series.status == "ok"
     papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters={"RUN": "fast-e2e", "FAST": True},
-                               cwd=str(tmp_path), progress_bar=False, log_output=False)
+                               cwd=str(tmp_path), progress_bar=False, log_output=False,
+                               extra_arguments=runner.KERNEL_QUIET)

@@ -33,6 +33,10 @@ from textscd_lib.course import env, tidy
 from textscd_lib.course.runrecord import RUNNER_PARAMETERS, RunError, read_run_json, write_run_json
 
 log = logging.getLogger(__name__)
+# The kernel's own log ("Kernel is running over TCP without encryption" at every start) stays out of the
+# terminal; its errors still show, and a notebook's own warnings and output are untouched.
+KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]
+
 
 class Terminated(BaseException):
     """SIGTERM while the series runs (handled like Ctrl-C: the record says "interrupted")."""
@@ -217,7 +221,8 @@ def _run_locked(params, run_name, fast, only, kernel_name, out, books, series, d
             t0 = time.perf_counter()
             try:
                 papermill.execute_notebook(str(book), str(target), parameters=mine, kernel_name=kernel_name,
-                                           cwd=str(book.parent), progress_bar=False, log_output=False)
+                                           cwd=str(book.parent), progress_bar=False, log_output=False,
+                                           extra_arguments=KERNEL_QUIET)
                 tidy.tidy_file(target)  # one line per progress bar, no import noise (course/tidy.py)
             except PapermillExecutionError as e:
                 entry.update(status="failed", seconds=round(time.perf_counter() - t0, 2),
