@@ -155,3 +155,15 @@ def test_solution_notebook_is_committed_clean_with_run_and_fast_parameters(path)
     assert "RUN = " in params and "FAST = " in params  # the tests run it against their FAST run
     asserts = sum("assert" in "".join(c["source"]) for c in code)
     assert asserts >= 3, f"{path.name}: a solution asserts what it claims ({asserts} cells with asserts)"
+
+
+def test_nothing_cites_a_file_outside_the_repository():
+    """The facts the course relies on are in docs/ (docs/facts.md); no library file, notebook or test points to
+    a developers' note outside the repository."""
+    outside = ("REFERENCE" + " §", "shared/" + "REFERENCE", "../" + "shared/")
+    files = [*(ROOT / "textscd_lib").rglob("*.py"), *(ROOT / "notebooks").rglob("*.ipynb"),
+             *(ROOT / "tests").rglob("*.py"), *(ROOT / "tests" / "notebooks").glob("*.ipynb"),
+             *(ROOT / "docs").glob("*.md"), ROOT / "Makefile"]
+    hits = [f"{f.relative_to(ROOT)}: {s}" for f in files if f.is_file()
+            for s in outside if s in f.read_text(encoding="utf-8", errors="replace")]
+    assert not hits, hits
