@@ -1,9 +1,14 @@
 """Losses eq. (9)-(12) and the semantic CE (chapter 05), each against a value computed by hand."""
 
+import json
 import math
 
+import matplotlib
+import pytest
 import torch
+from conftest import REPO
 
+import textscd_lib.models.losses as L
 from textscd_lib.models.losses import bce_loss, dice_loss, semantic_ce, similarity_loss, total_loss
 
 
@@ -88,3 +93,23 @@ def test_fast_cosine_sim_equals_cosine_similarity_up_to_rounding_and_keeps_the_g
     b = torch.full((1, 7, 1, 2), -30.0)
     a[0, 5], b[0, 5, 0, 0], b[0, 3, 0, 1] = 10.0, 10.0, 10.0
     assert math.isclose(similarity_loss(a, b, torch.zeros(1, 1, 2), fast_cosine=True).item(), 0.5, abs_tol=1e-5)
+
+
+def test_chapter_05s_inline_loss_check_fails_when_the_librarys_loss_changes(monkeypatch, tmp_path):
+    """Chapter 05 writes eq. (9)-(12) + CE inline and asserts them equal to ``total_loss``; with the library's
+    CE weight changed from 0.5 to 0.6, that assert must fail (the check compares, it does not just print)."""
+    matplotlib.use("Agg")
+    monkeypatch.setenv("TEXTSCD_FAST", "1")
+    monkeypatch.setattr(L, "CE_WEIGHT", 0.6)
+    cells = ["".join(c["source"]) for c in json.loads((REPO / "notebooks" / "05_training.ipynb").read_text())["cells"]
+             if c["cell_type"] == "code"]
+    ns: dict = {}
+    for k, src in enumerate(cells):
+        if "assert_close(value, torch.tensor(parts[name])" in src:
+            with pytest.raises(AssertionError):
+                exec(compile(src, f"05[code {k}]", "exec"), ns)
+            return
+        exec(compile(src, f"05[code {k}]", "exec"), ns)
+        if k == 0:
+            ns.update({"FAST": True, "RUN": "loss-check"})
+    raise AssertionError("no inline loss check found in chapter 05")
