@@ -48,8 +48,8 @@ class Decoder(nn.Module):
     """The simple decoder of eq. (8) (chapter 04): top-down ``p_i <- Deconv4x4(Conv1x1(p_{i+1})) + p_i``
     over ``levels`` maps of equal width, then the tail to full resolution (module docstring, :data:`TAILS`):
     ``"paper"``: ``final_steps`` upsamplings x2 (width halved each time) + BatchNorm + ReLU; ``"narrow"``:
-    Conv1x1 to ``tail_width`` then bilinear to full size; ``"stride4"``: the stride-4 map itself
-    (``upsample_logits`` tells the model to upsample the classifier's logits instead)."""
+    Conv1x1 to ``tail_width`` then bilinear to full size; ``"stride4"``: the stride-4 map itself (the model
+    then upsamples the classifier's logits, :meth:`TextSCD._classify`)."""
 
     def __init__(self, width: int, levels: int = 4, final_steps: int = 2, tail: str = "paper",
                  tail_width: int = TAIL_WIDTH) -> None:
@@ -57,7 +57,6 @@ class Decoder(nn.Module):
         if tail not in TAILS:
             raise ValueError(f"unknown decoder tail {tail!r}; expected one of {TAILS}")
         self.tail = tail
-        self.upsample_logits = tail == "stride4"
         self.lateral_up = nn.ModuleList(
             nn.Sequential(conv1x1(width, width), nn.ConvTranspose2d(width, width, 4, stride=2, padding=1))
             for _ in range(levels - 1))
