@@ -103,3 +103,30 @@ def test_predict_stage_writes_maps_that_evaluate_scores_as_the_trainer_did(tmp_p
         assert scored[m] == pytest.approx(res["last"][m], abs=1e-12)
     with pytest.raises(FileNotFoundError, match="needs --features FILE"):
         predict_to_folder(res["paths"]["best"], res["data_root"], tmp_path / "pred2")
+
+
+def test_command_line_chain_caption_features_train_predict_evaluate(tmp_path, capsys):
+    """The stages as subcommands, each given the previous one's output; evaluate scores predict's maps as the
+    trainer's own validation did."""
+    import json
+
+    from textscd_lib.cli.main import main
+
+    data = str(ensure_mini_second(fast=True))
+    caps, feats, pred = str(tmp_path / "caps.jsonl"), str(tmp_path / "f.pt"), str(tmp_path / "pred")
+    assert main(["caption", data, "--backend", "oracle", "--out", caps]) == 0
+    assert main(["features", caps, "--encoder", "minilm", "--out", feats]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data-root", data, "--text-features", feats, "--run-name", "chain", "--results-root",
+                 str(tmp_path), "--epochs", "1", "--batch-size", "4", "--width", "16", "--max-steps-per-epoch",
+                 "1", "--image-weights", "random", "--device", "cpu", "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    best = str(tmp_path / "chain" / "checkpoints" / "textscd" / "best.pt")
+    assert main(["predict", "--checkpoint", best, "--data", data, "--features", feats, "--out", pred]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", pred, "--gt", data, "--split", "val", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["OA"] == pytest.approx(trained["last"]["OA"], abs=1e-12)
+    assert read_substitutes(tmp_path / "chain")["captions"]["used"].startswith("oracle captions")
+    cfg = torch.load(best, weights_only=True)["config"]
+    assert cfg["captions"] == "oracle" and cfg["text_encoder"] == "minilm"  # from the features file
