@@ -12,7 +12,8 @@
 # Usage on the GPU machine:   bash tools/gpu_check.sh
 # Check on a CPU, tiny sizes: GPU_CHECK_TINY=1 nice -n 10 bash tools/gpu_check.sh
 #   (64², 24 pairs, one epoch, the notebooks in FAST mode, everything under /tmp/gpu_check_tiny, no benchmark
-#   lines appended; the CUDA-only parts -- CUDA graphs, cudnn -- are skipped with a line saying so). Knobs: GPU_PAIRS, GPU_EPOCHS, GPU_SIZE, GPU_BATCH, GPU_REPEATS, PY.
+#   lines appended; the CUDA-only parts -- CUDA graphs, cudnn -- are skipped with a line saying so). Knobs: GPU_PAIRS, GPU_EPOCHS, GPU_SIZE, GPU_BATCH, GPU_REPEATS,
+#   GPU_RETRAIN (chapter 07's retraining per caption source; default false), PY.
 set -uo pipefail
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -74,7 +75,9 @@ $BENCH --parts > "$OUT/bench_parts.jsonl" 2> "$OUT/bench_parts.txt"; grep -v INF
 log "synth: mini-SECOND, $PAIRS pairs at ${SIZE}²"
 if [ "$MODE" = tiny ]; then DATA=$TEXTSCD_RESULTS/data/mini-second-$SIZE-$PAIRS; else DATA=$PWD/data/mini-second-$SIZE-$PAIRS; fi
 $PY -m textscd_lib data synth --out "$DATA" --pairs "$PAIRS" --size "$SIZE" --seed 0 --workers 0 || exit 1
-printf 'DATA_ROOT: %s\nTEXT_ENCODER: auto\nDEVICE: %s\nEPOCHS: %s\nSIZE: %s\n' "$DATA" "$DEVICE" "$EPOCHS" "$SIZE" \
+# chapter 07 retrains TextSCD per caption source on CUDA by default: off here to stay within ~10 minutes
+printf 'DATA_ROOT: %s\nTEXT_ENCODER: auto\nDEVICE: %s\nEPOCHS: %s\nSIZE: %s\nRETRAIN: %s\n' "$DATA" "$DEVICE" "$EPOCHS" \
+  "$SIZE" "${GPU_RETRAIN:-false}" \
   > "$OUT/params.yaml"
 log "chapters 05-07 on run $SLUG (05 trains Baseline and TextSCD end to end)"
 # shellcheck disable=SC2086
