@@ -17,8 +17,6 @@ Run it from the repository root: the embedded mini-SECOND lives in ``data/`` the
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import json
 import sys
 from pathlib import Path
@@ -29,19 +27,14 @@ COMMITTED = Path("results/cpu-30ep/metrics/training_summary.json")
 
 
 def train_one(tail: str, model: str, root: str, epochs: int, seed: int) -> dict:
-    """One resumable 30-epoch run of ``model`` with decoder ``tail`` under ``root/tail-<tail>``."""
-    import textscd_lib.engine.trainer as trainer
-    from textscd_lib.models.textscd import build_model
+    """One resumable 30-epoch run of ``model`` with decoder ``tail`` under ``root/tail-<tail>`` (the pipeline
+    makes the data folder, the oracle captions and the text features with the run's seed, as chapter 05 does)."""
+    from textscd_lib.course.pipeline import train_pipeline
+    from textscd_lib.engine.config import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
-    extra = {"tail": tail} if "tail" in fields else {}
-    if not extra:  # a trainer without the option: build the model with this tail (no prediction export)
-        trainer.build_model = functools.partial(build_model, tail=tail)
-    cfg = trainer.TrainConfig(run=f"tail-{tail}", results_root=root, model=model, captions="oracle",
-                              text_encoder="auto", image_weights="auto", epochs=epochs, batch_size=8, lr=0.1,
-                              size=None, device="cpu", seed=seed, resume=True, fast=False, **extra)
-    from textscd_lib.course.pipeline import train_pipeline  # the trainer is given data and text features
-
+    cfg = TrainConfig(run=f"tail-{tail}", results_root=root, model=model, captions="oracle", text_encoder="auto",
+                      image_weights="auto", epochs=epochs, batch_size=8, lr=0.1, size=None, device="cpu", seed=seed,
+                      resume=True, fast=False, tail=tail)
     return train_pipeline(cfg, export=False)
 
 
