@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from textscd_lib.models.losses import total_loss
 from textscd_lib.perf.costmodel import PART_OF_MODULE, PARTS, step_costs
-from textscd_lib.perf.harness import bench_model, device_name, step_inputs, timed
+from textscd_lib.perf.harness import bench_model, device_name, fast_path_flags, step_inputs, timed
 
 RANGE = "part:"
 STEP_PARTS = (*PARTS, "optimizer")
@@ -131,6 +131,7 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
     if steps < 1:
         raise ValueError(f"steps={steps}: profile at least one step")
     inp = step_inputs(cfg)
+    fast_path_flags(cfg, inp.device)  # cudnn.benchmark as the bench sets it
     cuda = inp.device.type == "cuda"
     dev_name = device_name(inp.device)
     profile_key = _profile_name(dev_name) if cuda else None
