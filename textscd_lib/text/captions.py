@@ -19,7 +19,8 @@ from textscd_lib.common.lock import run_lock
 from textscd_lib.common.runs import clear_substitute, record_substitute
 from textscd_lib.data.second import find_pairs
 from textscd_lib.text import sources
-from textscd_lib.text.gemini import GeminiConfig, caption_with_gemini, find_api_key, missing_key_message
+from textscd_lib.text.gemini import (GeminiConfig, MissingApiKey, caption_with_gemini, find_api_key,
+                                     missing_key_message)
 from textscd_lib.text.sources import DESCRIBER_VERSION
 from textscd_lib.text.store import BACKENDS, OFFLINE_BACKENDS, PAPER_PROMPT, CaptionStore, load_captions
 
@@ -150,7 +151,7 @@ def ensure_captions(data_root: str | Path, source: str, run_path: str | Path, re
                             "empty caption", path, len(names - have_ok), len(names))
         else:
             if find_api_key() is None:
-                raise RuntimeError(missing_key_message())
+                raise MissingApiKey(missing_key_message())
             caption_dataset(data_root, "gemini", path, **opts)
         if record:
             clear_substitute(run_path, "captions")  # the paper's source

@@ -63,6 +63,10 @@ class FatalGeminiError(RuntimeError):
     """An error that every further request would repeat (bad key, unknown model): the run stops."""
 
 
+class MissingApiKey(ValueError, RuntimeError):
+    """No key in the environment: a setting the user can fix (the CLI exits 2 with the message, no traceback)."""
+
+
 class _Retryable(Exception):
     pass
 
@@ -234,7 +238,7 @@ def caption_with_gemini(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> 
     if cfg.dry_run:
         return _run(pairs, store, cfg)
     if not (cfg.api_key or find_api_key()):
-        raise RuntimeError(missing_key_message())
+        raise MissingApiKey(missing_key_message())
     with store.exclusive():
         return _run(pairs, store, cfg)
 
@@ -250,7 +254,7 @@ def _run(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> dict[str, Any]:
         return summary
     key = cfg.api_key or find_api_key()
     if not key:
-        raise RuntimeError(missing_key_message())
+        raise MissingApiKey(missing_key_message())
     client = make_client(key, cfg.base_url, cfg.timeout_s)
     limiter, stop, lock = RateLimiter(cfg.rpm), threading.Event(), threading.Lock()
     stats = {"ok": 0, "failed": 0, "requests": 0}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from textscd_lib.common.io import atomic_write_text
+from textscd_lib.common.lock import LockHeld
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class CaptionStore:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(f"{self.path}: another captioning run is writing this store; wait for it "
+                raise LockHeld(f"{self.path}: another captioning run is writing this store; wait for it "
                                    "or stop it first") from None
             try:
                 yield self
