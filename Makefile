@@ -58,7 +58,7 @@ lint: $(STAMP)  ## import layers (import-linter) and ruff over the library, test
 lab: $(STAMP)  ## JupyterLab with the project kernel
 	TEXTSCD_HOME=$(CURDIR) $(VENV)/bin/jupyter lab notebooks/
 
-bench: $(STAMP)  ## CPU benchmarks (256², batch 2) into results/benchmarks/; GPU: see README, Performance
+bench: $(STAMP)  ## CPU benchmarks (256², batch 2) into results/benchmarks/; GPU: see docs/performance.md
 	$(VENV)/bin/textscd bench --device cpu --size 256 --batch 2 --warmup 1 --repeats 3
 
 clean-results:  ## remove generated runs (keeps results/demo and benchmarks)

@@ -4,7 +4,8 @@ Trains Baseline and TextSCD with a given decoder tail (``build_model(tail=...)``
 ``textscd_lib.models.textscd.TAILS``) in the setting of the committed ``results/cpu-30ep`` run: the embedded
 mini-SECOND at its native 128², oracle captions, the text encoder ``auto`` (all-MiniLM-L6-v2 offline), a
 randomly initialised ResNet34 offline, seed 0, 30 epochs, the paper's recipe otherwise. Each (tail, model) is one
-resumable run under ``<root>/tail-<tail>/`` (default root ``/tmp/acc``, outside the repository): run the same
+resumable run in its own run folder ``<root>/tail-<tail>-<model>/`` (its own lock, so the two models of a tail
+can train at once) (default root ``/tmp/acc``, outside the repository): run the same
 command again after an interruption and it continues from ``last.pt``. ``table`` prints the comparison
 (best epoch by val F_scd, as the trainer picks it) next to the committed cpu-30ep numbers.
 
@@ -26,13 +27,18 @@ METRICS = ("F_scd", "mIoU", "OA", "SeK")
 COMMITTED = Path("results/cpu-30ep/metrics/training_summary.json")
 
 
+def run_name(tail: str, model: str) -> str:
+    """One run folder per (tail, model): a run folder is locked by the process writing it."""
+    return f"tail-{tail}-{model}"
+
+
 def train_one(tail: str, model: str, root: str, epochs: int, seed: int) -> dict:
-    """One resumable 30-epoch run of ``model`` with decoder ``tail`` under ``root/tail-<tail>`` (the pipeline
+    """One resumable 30-epoch run of ``model`` with decoder ``tail`` under ``root/tail-<tail>-<model>`` (the pipeline
     makes the data folder, the oracle captions and the text features with the run's seed, as chapter 05 does)."""
     from textscd_lib.course.pipeline import train_pipeline
     from textscd_lib.engine.config import TrainConfig
 
-    cfg = TrainConfig(run=f"tail-{tail}", results_root=root, model=model, captions="oracle", text_encoder="auto",
+    cfg = TrainConfig(run=run_name(tail, model), results_root=root, model=model, captions="oracle", text_encoder="auto",
                       image_weights="auto", epochs=epochs, batch_size=8, lr=0.1, size=None, device="cpu", seed=seed,
                       resume=True, fast=False, tail=tail)
     return train_pipeline(cfg, export=False)
@@ -64,7 +70,7 @@ def table(tails: list[str], root: str) -> str:
                          + f" | {sum(secs) / len(secs):.0f} |")
     for tail in tails:
         for model in MODELS:
-            r = best_row(Path(root) / f"tail-{tail}" / "checkpoints" / model / "log.json")
+            r = best_row(Path(root) / run_name(tail, model) / "checkpoints" / model / "log.json")
             if r is None:
                 lines.append(f"| tail {tail} (this machine) | {model} | not run | | | | | |")
                 continue
@@ -84,7 +90,7 @@ def per_epoch(tails: list[str], root: str) -> str:
             series.append({h["epoch"]: h["val_SeK"] for h in committed[model]["history"]})
     for tail in tails:
         for model in MODELS:
-            f = Path(root) / f"tail-{tail}" / "checkpoints" / model / "log.json"
+            f = Path(root) / run_name(tail, model) / "checkpoints" / model / "log.json"
             if f.is_file():
                 cols.append(f"{model} {tail}")
                 series.append({r["epoch"]: r["val_SeK"] for r in json.loads(f.read_text())})

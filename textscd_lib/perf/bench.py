@@ -1,4 +1,4 @@
-"""Benchmarks: ``textscd bench`` (chapter 05's "training on GPU", and the README's Performance section).
+"""Benchmarks: ``textscd bench`` (appendix 08 and docs/performance.md).
 
 One JSON line per case — train-step and inference throughput (pairs/s) for Baseline and TextSCD, peak memory,
 FLOPs per step (``torch.utils.flop_counter``) and achieved TFLOP/s, TGI overhead against Baseline, and data

@@ -1,5 +1,5 @@
 """Where a training step's time goes, without a GPU: FLOPs and bytes moved per part of TextSCD (chapter 05,
-README "Performance"; ``textscd bench --cost``).
+docs/performance.md, appendix 08; ``textscd bench --cost``).
 
 A GPU step of this model is bounded by two things per kernel: arithmetic (FLOPs / peak FLOP/s) and memory
 traffic (bytes read + written / bandwidth). This module runs one training step -- forward, the loss of

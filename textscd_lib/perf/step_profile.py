@@ -1,4 +1,4 @@
-"""Measured time per part of one training step (chapter 05, README "Performance"; ``textscd bench --parts``).
+"""Measured time per part of one training step (appendix 08, docs/performance.md; ``textscd bench --parts``).
 
 The cost model (:mod:`textscd_lib.perf.costmodel`) says how fast each part of TextSCD *could* run; this module
 says how long it *does* take on this machine. One training step (forward, the loss of eq. (9)-(12),

@@ -19,8 +19,13 @@ from textscd_lib.common.lock import run_lock
 from textscd_lib.common.runs import clear_substitute, record_substitute
 from textscd_lib.data.second import find_pairs
 from textscd_lib.text import sources
-from textscd_lib.text.gemini import (GeminiConfig, MissingApiKey, caption_with_gemini, find_api_key,
-                                     missing_key_message)
+from textscd_lib.text.gemini import (
+    GeminiConfig,
+    MissingApiKey,
+    caption_with_gemini,
+    find_api_key,
+    missing_key_message,
+)
 from textscd_lib.text.sources import DESCRIBER_VERSION
 from textscd_lib.text.store import BACKENDS, OFFLINE_BACKENDS, PAPER_PROMPT, CaptionStore, load_captions
 
