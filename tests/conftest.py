@@ -28,3 +28,15 @@ def textscd_home(tmp_path_factory) -> Path:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two OpenMP threads competing with another busy
+    process make CPU convolutions tens of times slower; one thread keeps the training tests in seconds."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -48,20 +48,8 @@ def test_two_process_gloo_training_shards_data_and_only_rank0_writes(tmp_path):
     from textscd_lib.data.synthetic import ensure_mini_second
 
     data = str(ensure_mini_second(fast=True))  # the trainer's given input, made before the ranks start
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
     # --batch-size is the global batch: 4 over 2 ranks = 2 pairs per rank and step
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path), queue, data)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = {}
-    for _ in procs:
-        r = queue.get(timeout=120)
-        results[r["rank"]] = r
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = _two_ranks(tmp_path, data)
     r0, r1 = results[0], results[1]
     assert r0["world"] == r1["world"] == 2
     assert set(r0["shard"]).isdisjoint(r1["shard"]) and len(r0["shard"]) == len(r1["shard"]) == 4

@@ -18,13 +18,7 @@ from textscd_lib.metrics import score_folders
 from textscd_lib.text.captions import caption_dataset
 from textscd_lib.text.features import TextFeatures
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(tmp_path, run: str, **kw) -> TrainConfig:

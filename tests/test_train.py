@@ -23,14 +23,7 @@ def train(cfg: TrainConfig) -> dict:
     return train_given(prepare_inputs(cfg))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads competing with another busy
-    process make CPU convolutions tens of times slower; one thread keeps these tests in seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(tmp_path, run: str, **kw) -> TrainConfig:

@@ -152,6 +152,18 @@ class DecodedCache:
                  time.perf_counter() - t0)
 
 
+def orient(x: torch.Tensor, rot: bool, flip: int) -> torch.Tensor:
+    """One draw of the reference augmentation applied to ``x`` (…, H, W): rot90 when ``rot``, then ``flip``
+    0 none, 1 vertical, 2 horizontal, 3 both."""
+    if rot:
+        x = torch.rot90(x, 1, (-2, -1))
+    if flip in (1, 3):
+        x = torch.flip(x, (-2,))  # vertical flip
+    if flip in (2, 3):
+        x = torch.flip(x, (-1,))  # horizontal flip
+    return x
+
+
 def augment(im1, im2, label1, label2, generator=None):
     """Reference SECOND augmentation on torch tensors, single (C,H,W)/(H,W) or batched (B,C,H,W)/(B,H,W), any
     device (chapter 05): rot90 with p = 0.5, then one of {none, v-flip, h-flip, both} with p = 0.25, drawn per
@@ -160,12 +172,7 @@ def augment(im1, im2, label1, label2, generator=None):
     rot = (torch.rand(n, generator=generator) < 0.5) & (h == w)
     flip = torch.randint(0, 4, (n,), generator=generator)
     if label1.dim() == 2:  # one sample: apply directly
-        out = []
-        for x in (im1, im2, label1, label2):
-            x = torch.rot90(x, 1, (-2, -1)) if rot[0] else x
-            dims = {0: (), 1: (-2,), 2: (-1,), 3: (-2, -1)}[int(flip[0])]
-            out.append(torch.flip(x, dims) if dims else x)
-        return tuple(out)
+        return tuple(orient(x, bool(rot[0]), int(flip[0])) for x in (im1, im2, label1, label2))
     outs = [im1.clone(), im2.clone(), label1.clone(), label2.clone()]
     for r in (False, True):
         for f in range(4):
@@ -174,14 +181,7 @@ def augment(im1, im2, label1, label2, generator=None):
                 continue
             idx = idx.to(label1.device)
             for k, t in enumerate((im1, im2, label1, label2)):
-                x = t[idx]
-                if r:
-                    x = torch.rot90(x, 1, (-2, -1))
-                if f in (1, 3):
-                    x = torch.flip(x, (-2,))  # vertical flip
-                if f in (2, 3):
-                    x = torch.flip(x, (-1,))  # horizontal flip
-                outs[k][idx] = x
+                outs[k][idx] = orient(t[idx], r, f)
     return tuple(outs)
 
 

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from textscd_lib.common.device import pick_device
 from textscd_lib.common.io import atomic_save_png
 from textscd_lib.common.paths import resolve
-from textscd_lib.data.dataset import NORMALIZATION, DecodedCache
+from textscd_lib.data.dataset import NORMALIZATION, DecodedCache, orient
 from textscd_lib.data.second import NUM_CLASSES, index_to_rgb
 from textscd_lib.metrics import SCDConfusion, TransitionConfusion, scores_from_confusion
 from textscd_lib.models.textscd import predict
@@ -69,14 +69,7 @@ def augment_batch(im1, im2, label1, label2, generator: torch.Generator, rank: in
     parts = flat.split([len(idx) for _, _, idx in groups])
     for (r, f, _), idx in zip(groups, parts):
         for k, t in enumerate(tensors):
-            x = t[idx]
-            if r:
-                x = torch.rot90(x, 1, (-2, -1))
-            if f in (1, 3):
-                x = torch.flip(x, (-2,))  # vertical flip
-            if f in (2, 3):
-                x = torch.flip(x, (-1,))  # horizontal flip
-            outs[k][idx] = x
+            outs[k][idx] = orient(t[idx], r, f)
     return tuple(outs)
 
 
