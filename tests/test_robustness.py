@@ -180,7 +180,10 @@ def test_sigint_during_a_series_leaves_run_json_interrupted_and_a_rerun_keeps_th
             f"runner.run_series({{'SLEEP': 60.0}}, run_name='t', fast=True, results_root={str(res)!r}, "
             f"notebooks_dir=__import__('pathlib').Path({str(books)!r}))")
     env = {k: v for k, v in os.environ.items() if k != lock.TOKEN_ENV}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a shell's background job (`make test &`) starts with SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = books / "t.started"
     deadline = time.time() + 120
     while not started.exists() and time.time() < deadline and proc.poll() is None:
