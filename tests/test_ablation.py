@@ -138,3 +138,18 @@ def test_ambiguous_transitions_named_counts_pixels_whose_caption_names_both_clas
     labels, log = {"t": (l1, l2)}, {"t": rec, "u": {}}
     assert Ab.ambiguous_transitions_named(["t", "u"], labels, log, {"t": "grass became buildings"}) == (3, 3)
     assert Ab.ambiguous_transitions_named(["t"], labels, log, {"t": "new buildings"}) == (0, 3)
+
+
+def test_seed_noise_takes_the_measured_spread_of_the_nearest_training_length():
+    from textscd_lib.analysis.ablation import SEK_NOISE, SEK_NOISE_BY_EPOCHS, seed_noise
+
+    assert seed_noise(6) == SEK_NOISE_BY_EPOCHS[6] and seed_noise(30) == SEK_NOISE_BY_EPOCHS[30]
+    assert seed_noise(1) == seed_noise(10) == SEK_NOISE_BY_EPOCHS[6]      # FAST runs and short runs
+    assert seed_noise(50) == SEK_NOISE_BY_EPOCHS[30]
+    assert seed_noise(18) == max(SEK_NOISE_BY_EPOCHS.values())           # a tie takes the larger spread
+    assert seed_noise(None) == SEK_NOISE
+    # the values are the committed seed study's and runs' ranges, not free constants
+    import json
+    from pathlib import Path
+    study = json.loads((Path(__file__).parents[1] / "results/seed-study/demo-6ep.json").read_text())["spread"]
+    assert SEK_NOISE_BY_EPOCHS[6] == max(study["baseline"]["range"], study["textscd"]["range"])
