@@ -34,7 +34,7 @@ demo: $(STAMP)  ## run the whole course on the embedded mini-SECOND into results
 test: $(STAMP)  ## unit + notebook tests (TEXTSCD_FAST=1; each chapter runs once) + import layers + lint; no trace
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PY) tools/no_trace.py snapshot $$tmp/.snapshot && \
-	$(TEST_ENV) TEXTSCD_HOME=$$tmp $(PY) -m pytest -q -p no:cacheprovider tests && \
+	$(TEST_ENV) TEXTSCD_HOME=$$tmp $(PY) -m pytest -q -p no:cacheprovider --durations=12 tests && \
 	$(VENV)/bin/lint-imports && \
 	$(VENV)/bin/ruff check . && \
 	$(PY) tools/no_trace.py check $$tmp/.snapshot
