@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     spread = summary(table)
     print(json.dumps(spread, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"setting": f"demo (chapter 05 on CPU), {args.epochs} epochs",
-                                               "rows": table, "spread": spread}, indent=1) + "\n")
+        from textscd_lib.common.io import atomic_write_text  # whole file or nothing
+
+        atomic_write_text(args.json, json.dumps({"setting": f"demo (chapter 05 on CPU), {args.epochs} epochs",
+                                                 "rows": table, "spread": spread}, indent=1) + "\n")
     return 0
 
 
