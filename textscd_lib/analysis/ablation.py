@@ -196,13 +196,14 @@ def _within(x: float, noise: float) -> str:
     return f"{x:+.2f} SeK, within the seed-to-seed noise of ±{noise:.1f}" if abs(x) < noise else f"{x:+.2f} SeK"
 
 
-def text_verdict(test_time: pd.DataFrame, effect: pd.DataFrame, source: str, noise: float = SEK_NOISE) -> list[str]:
+def text_verdict(test_time: pd.DataFrame, effect: pd.DataFrame | None, source: str,
+                 noise: float = SEK_NOISE) -> list[str]:
     """Chapter 07's answer to "does TextSCD read its caption?", one sentence per finding, from the measurements.
 
     ``test_time``: the ablation rows of the trained TextSCD reading each caption set, indexed by caption set,
     with ``"(none)"`` = Baseline; columns ``SeK``, ``F_scd`` (fractions), ``moved`` (share of pixels that change
     against ``source``) and ``amb. partner_confusion``. ``effect``: :func:`tgi_text_effect` joined with its
-    ``vs <source>`` columns. A SeK difference smaller than ``noise`` (the seed-to-seed spread) is reported as
+    ``vs <source>`` columns, or None when only predictions are at hand (no sentence about the TGI then). A SeK difference smaller than ``noise`` (the seed-to-seed spread) is reported as
     within the noise, never as a gain or a loss."""
     sek, pc = 100 * test_time["SeK"], 100 * test_time["amb. partner_confusion"]
     gain, reads, lies = sek[source] - sek["(none)"], sek[source] - sek["empty"], sek[source] - sek["shuffled"]
@@ -228,7 +229,8 @@ def text_verdict(test_time: pd.DataFrame, effect: pd.DataFrame, source: str, noi
     if not np.isnan(pc["(none)"]) and not np.isnan(pc[source]) and pc[source] > pc["(none)"] - 2:
         out.append("Where only the caption can tell (ambiguous pixels), TextSCD confuses the look-alikes about as "
                    "often as Baseline: the class decision there does not use the text.")
-    out.append(_inside(effect, source))
+    if effect is not None:  # None: no model at hand (committed predictions), nothing to say about its inside
+        out.append(_inside(effect, source))
     return out
 
 
@@ -253,3 +255,145 @@ def _inside(effect: pd.DataFrame, source: str) -> str:
             f"empty caption's by at least {'/'.join(f'{v:.2f}' for v in presence)}·‖F_diff‖, {link} replacing the "
             f"{source} caption by another moves it by at most {'/'.join(f'{v:.2f}' for v in content)}·‖F_diff‖ — "
             f"{meaning}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# chapter 07's caption sets, shared with tools/export_reference_predictions.py
+# --------------------------------------------------------------------------------------------------
+def test_time_sources(source: str, noise_levels: Sequence[float], scene_log: bool = True) -> list[str]:
+    """The caption sets chapter 07's trained TextSCD reads at test time: its own ``source`` first, then
+    ``noisy-P`` for each level (only with a scene log: noisy captions are drawn from it), ``shuffled`` and ``empty``."""
+    noisy = [f"noisy-{p}" for p in noise_levels] if scene_log else []
+    return [source, *noisy, "shuffled", "empty"]
+
+
+def caption_sets(root, run_path, names: Sequence[str], sources: Sequence[str], seed: int = 0,
+                 scene_log: bool = True) -> tuple[dict[str, dict[str, str]], dict[str, dict]]:
+    """``({source: {pair: caption}}, {source: how it was made})`` for the val pairs ``names`` (chapter 07's test-time
+    swap, and the committed reference predictions). With a scene log every set is a store of the run,
+    ``results/<run>/captions/<source>.jsonl`` (`textscd_lib.text.captions.ensure_captions`; only ``sources[0]`` is
+    recorded as the run's caption source). Without one (real SECOND), ``shuffled`` gives each pair the next pair's
+    caption (a derangement of ``sources[0]``) and ``empty`` the empty caption."""
+    from textscd_lib.text.captions import ensure_captions, load_captions
+    from textscd_lib.text.store import CaptionStore
+
+    caps: dict[str, dict[str, str]] = {}
+    how: dict[str, dict] = {}
+    for i, s in enumerate(sources):
+        if scene_log or i == 0:
+            store = ensure_captions(root, s, run_path, record=(i == 0), seed=seed)
+            all_caps = load_captions(store)
+            caps[s] = {n: all_caps.get(n, "") for n in names}
+            params = next(iter(CaptionStore(store).latest().values()), {}).get("params") or {}
+            how[s] = {"store": f"captions/{store.name}", "params": params}
+        elif s == "shuffled":
+            own = [caps[sources[0]][n] for n in names]
+            caps[s] = dict(zip(names, own[1:] + own[:1]))
+            how[s] = {"made": f"each val pair gets the next pair's {sources[0]} caption (a derangement)"}
+        else:
+            caps[s] = {n: "" for n in names}
+            how[s] = {"made": "the empty caption for every pair"}
+    return caps, how
+
+
+# --------------------------------------------------------------------------------------------------
+# committed predictions: chapters 06 and 07 without a trained model
+# --------------------------------------------------------------------------------------------------
+REFERENCE_RUN = "cpu-30ep"
+REFERENCE_FOLDER = "reference-predictions"
+MANIFEST = "manifest.json"
+MAKE_CHECKPOINTS = ".venv/bin/textscd run --only 05 (TEXTSCD_FAST=1 .venv/bin/textscd run --fast --only 01,02,05 in FAST mode)"
+
+
+def file_digest(path) -> str:
+    """The first 16 hex digits of a file's SHA-256: how a manifest names the data it was computed on."""
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def committed_run(run: str):
+    """``<run>/`` of a committed run: under this working folder's results root when it is there, else under the
+    ``results/`` committed beside the library — so a chapter executed in a fresh ``TEXTSCD_HOME`` (the tests, a
+    series of its own) still reads the committed runs' files. The first when neither exists."""
+    from pathlib import Path
+
+    from textscd_lib.common.paths import results_root
+
+    here = results_root() / run
+    committed = Path(__file__).resolve().parents[2] / "results" / run
+    return here if here.is_dir() or not committed.is_dir() else committed
+
+
+def reference_folder(run: str):
+    """``<run>/reference-predictions/`` of a run holding committed predictions (:func:`committed_run`);
+    FileNotFoundError naming the command that makes them when there are none."""
+    from pathlib import Path
+
+    from textscd_lib.common.paths import results_root
+
+    here = results_root() / run / REFERENCE_FOLDER
+    committed = Path(__file__).resolve().parents[2] / "results" / run / REFERENCE_FOLDER
+    for folder in (here, committed):
+        if (folder / MANIFEST).is_file():
+            return folder
+    raise FileNotFoundError(f"{here / MANIFEST}: no committed predictions of run {run!r} (nor in {committed}); "
+                            f"make them with tools/export_reference_predictions.py --run {run}")
+
+
+def choose_predictions(predictions: str, run_path) -> tuple[str, object]:
+    """Chapters 06 and 07's ``PREDICTIONS`` parameter → ``("models", None)`` to analyse this run's own checkpoints
+    (chapter 05's ``checkpoints/{baseline,textscd}/best.pt``) or ``("reference", folder)`` for committed
+    predictions. ``"auto"``: the checkpoints when both exist, else :data:`REFERENCE_RUN`'s committed predictions;
+    ``"run"``: the checkpoints or a FileNotFoundError naming the command that makes them; any other value: the
+    committed predictions of that run."""
+    from pathlib import Path
+
+    ckpts = [Path(run_path) / "checkpoints" / m / "best.pt" for m in ("baseline", "textscd")]
+    have = all(p.is_file() for p in ckpts)
+    if predictions == "run" or (predictions == "auto" and have):
+        if not have:
+            missing = [str(p) for p in ckpts if not p.is_file()]
+            raise FileNotFoundError(f"PREDICTIONS='run' but checkpoint(s) {missing} are missing: train them first "
+                                    f"with {MAKE_CHECKPOINTS}, or set PREDICTIONS='auto' for the committed ones")
+        return "models", None
+    return "reference", reference_folder(REFERENCE_RUN if predictions == "auto" else predictions)
+
+
+def load_reference(folder) -> tuple[dict, dict[str, dict[str, tuple]], dict[str, dict[str, str]]]:
+    """``(manifest, {model: {pair: (map1, map2)}}, {caption set: {pair: caption}})`` of a
+    ``reference-predictions/`` folder (tools/export_reference_predictions.py wrote it); a ValueError naming the file
+    when a model's maps are incomplete."""
+    import json
+    from pathlib import Path
+
+    from textscd_lib.data.second import read_label
+
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    names = manifest["val_pairs"]
+    preds: dict[str, dict[str, tuple]] = {}
+    for model in manifest["models"]:
+        files = [[folder / model / d / f"{n}.png" for d in ("label1", "label2")] for n in names]
+        missing = [str(f) for pair in files for f in pair if not f.is_file()]
+        if missing:
+            raise ValueError(f"{missing[0]}: missing ({len(missing)} map(s) of {model} missing); re-export them")
+        preds[model] = {n: tuple(read_label(f) for f in pair) for n, pair in zip(names, files)}
+    captions = json.loads((folder / "captions.json").read_text(encoding="utf-8"))
+    return manifest, preds, captions
+
+
+def reference_data(manifest: Mapping, folder):
+    """The mini-SECOND folder the committed predictions were made on, regenerated from the manifest's parameters
+    (seeded, so the same pairs) and checked against its scene-log digest; a ValueError naming both when they
+    differ (the generator changed since the export)."""
+    from textscd_lib.data.synthetic import ensure_mini_second
+
+    data = manifest["data"]
+    root = ensure_mini_second(root=f"data/{data['folder']}", **data["params"])
+    got = file_digest(root / "scene_log.jsonl")
+    if got != data["scene_log_sha256"]:
+        raise ValueError(f"{root / 'scene_log.jsonl'}: digest {got}, but {folder}/{MANIFEST} was made on "
+                         f"{data['scene_log_sha256']}: the data generator changed; re-export the predictions")
+    return root
