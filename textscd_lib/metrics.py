@@ -227,6 +227,10 @@ class TransitionConfusion:
     def matrix(self) -> np.ndarray:
         return self._conf.matrix
 
+    def change_types(self, partial: str = "raise") -> np.ndarray:
+        """The (37, 37) change-type confusion for :func:`scores_from_transitions` (see :func:`transition_codes`)."""
+        return _transitions_49_to_37(self.matrix, self.num_classes, partial)
+
     def label(self, code: int) -> str:
         """'water→building' for a transition code; 'unchanged' for (0, 0)."""
         names = _names(self.num_classes)
@@ -241,6 +245,88 @@ class TransitionConfusion:
         cells.sort(key=lambda c: (-c[0], c[2], c[1]))
         return [{"true": self.label(g), "predicted": self.label(p), "pixels": n,
                  "share_of_true": n / col[g] if col[g] else float("nan")} for n, p, g in cells[:k]]
+
+
+# The 37-class change-type convention (torchange and its descendants): NOT the SECOND protocol above.
+NUM_CHANGE_TYPES = 1 + (NUM_CLASSES - 1) ** 2  # 37: unchanged + every from→to pair of the 6 land covers
+PARTIAL_POLICIES = ("raise", "unchanged")
+
+
+def change_type_names(num_classes: int = NUM_CLASSES) -> list[str]:
+    """'unchanged', then 'water→water', 'water→ground', ... in code order (code 1 + 6·(c1−1) + (c2−1))."""
+    names = _names(num_classes)[1:]
+    return ["unchanged"] + [f"{a}→{b}" for a in names for b in names]
+
+
+def transition_codes(pred1, pred2, partial: str = "raise", num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Per-pixel change-type code of a pair of maps: 0 where both dates are 0 (unchanged), else
+    ``1 + 6·(c1 − 1) + (c2 − 1)`` (the 37-class from→to convention; 'building→building' is a code too).
+
+    A pixel where exactly one date is 0 has no from→to type: ``partial="raise"`` refuses such maps in one
+    line (the count), ``partial="unchanged"`` codes them 0. Torch tensors or numpy arrays; returns int64."""
+    if partial not in PARTIAL_POLICIES:
+        raise ValueError(f"partial must be one of {', '.join(PARTIAL_POLICIES)}, got {partial!r}")
+    a, b = to_numpy(pred1).astype(np.int64), to_numpy(pred2).astype(np.int64)
+    if a.shape != b.shape:
+        raise ValueError(f"date 1 map has shape {a.shape} but date 2 has {b.shape}")
+    n = num_classes
+    for m, what in ((a, "date 1"), (b, "date 2")):
+        if m.size and (m.min() < 0 or m.max() >= n):
+            raise ValueError(f"{what}: values must lie in 0..{n - 1}, found {m.min()}..{m.max()}")
+    both = (a > 0) & (b > 0)
+    odd = int(((a > 0) != (b > 0)).sum())
+    if odd and partial == "raise":
+        raise ValueError(f"{odd} pixel(s) are class 0 (unchanged) on one date only: no from→to type "
+                         "(pass partial='unchanged' to count them unchanged)")
+    return np.where(both, 1 + (n - 1) * (a - 1) + (b - 1), 0)
+
+
+def _transitions_49_to_37(M, num_classes: int, partial: str) -> np.ndarray:
+    """Collapse a (from·n + to) × (from·n + to) matrix into the 37 change types (see :func:`transition_codes`)."""
+    n = num_classes
+    code = transition_codes(*np.divmod(np.arange(n * n), n), partial="unchanged", num_classes=n)
+    odd = np.array([(a > 0) != (b > 0) for a, b in zip(*np.divmod(np.arange(n * n), n))])
+    M = np.asarray(M, dtype=np.int64)
+    bad = int(M[odd].sum() + M[:, odd].sum() - M[np.ix_(odd, odd)].sum())
+    if bad and partial == "raise":
+        raise ValueError(f"{bad} pixel(s) are class 0 (unchanged) on one date only in the prediction or the "
+                         "truth: no from→to type (pass partial='unchanged' to count them unchanged)")
+    T = np.zeros((1 + (n - 1) ** 2,) * 2, dtype=np.int64)
+    np.add.at(T, (code[:, None], code[None, :]), M)
+    return T
+
+
+def scores_from_transitions(T) -> dict:
+    """SeK and its parts over the 37-class from→to confusion ``T[pred, gt]`` (:func:`transition_codes`) —
+    the torchange convention, NOT the SECOND protocol's SeK (:func:`scores_from_confusion`, one 7×7 matrix
+    over both dates). The numbers are not comparable: here a changed pixel agrees only when BOTH dates'
+    classes are right, so this SeK is usually lower.
+
+    Same formulas applied to T: kappa over T with T[0,0] = 0, IoU_c / IoU_nc / mIoU of the binary change
+    (unchanged = code 0), SeK = kappa · exp(IoU_c) / e; plus ``Score`` = 0.3·mIoU + 0.7·SeK and ``mIoU_scd``
+    = mean IoU over the change types present in the truth (code 0 included). Fractions, like
+    :func:`scores_from_confusion`; NaN with a reason in ``nan_reasons`` where a definition divides by zero.
+    ``convention`` names the convention so a table can say which SeK it prints."""
+    T = np.asarray(T, dtype=np.int64)
+    if T.shape != (NUM_CHANGE_TYPES, NUM_CHANGE_TYPES):
+        raise ValueError(f"transition confusion must be {NUM_CHANGE_TYPES}×{NUM_CHANGE_TYPES} "
+                         f"(unchanged + 6×6 from→to), got shape {T.shape}")
+    s = scores_from_confusion(T)
+    reasons = s["nan_reasons"]
+    ious = per_class_iou(T)
+    present = T.sum(0) > 0
+    m_scd = float(np.mean(ious[present])) if present.any() else float("nan")
+    if not present.any():
+        reasons["mIoU_scd"] = "the confusion matrix is empty (no pixels scored)"
+    score = 0.3 * s["mIoU"] + 0.7 * s["SeK"]
+    if math.isnan(score):
+        reasons["Score"] = "Score = 0.3 mIoU + 0.7 SeK and one of them is NaN"
+    names = change_type_names()
+    return {"SeK": s["SeK"], "kappa": s["kappa"], "IoU_c": s["IoU_c"], "IoU_nc": s["IoU_nc"],
+            "mIoU": s["mIoU"], "Score": score, "mIoU_scd": m_scd, "OA": s["OA"], "pixels": s["pixels"],
+            "per_type_IoU": {names[i]: float(ious[i]) for i in np.flatnonzero(present)},
+            "convention": "37-class from→to change types (torchange); not the SECOND protocol",
+            "nan_reasons": reasons}
 
 
 # Prediction folders: the layouts other methods write (chapter 06; `textscd evaluate`, `textscd errors`).
