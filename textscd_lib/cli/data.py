@@ -14,7 +14,9 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     s = dsub.add_parser("synth", help="write a mini-SECOND dataset (seeded, SECOND layout, scene_log.jsonl)")
-    s.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    s.add_argument("--out", required=True, help="output folder: new or empty; a mini-SECOND is replaced (atomically) "
+                   "only with --force; any other folder or file is refused")
+    s.add_argument("--force", action="store_true", help="replace an existing mini-SECOND at --out")
     s.add_argument("--pairs", type=int_at_least(1), default=300, help="number of pairs (default 300, the demo size)")
     s.add_argument("--size", type=int_at_least(8), default=128, help="tile size in pixels (default 128)")
     s.add_argument("--seed", type=int, default=0)
@@ -32,7 +34,8 @@ def register(sub) -> None:
 
     r = dsub.add_parser("prepare-second", help="official SECOND download → train/val working layout (SRC untouched)")
     r.add_argument("src", help="the official download (ROOT/{im1,im2,label1,label2}, optionally train/ test/)")
-    r.add_argument("--out", required=True, help="working layout to write: OUT/{train,val}/...")
+    r.add_argument("--out", required=True, help="working layout to write: OUT/{train,val}/... (new, empty or an "
+                   "earlier OUT of this command; never inside or around SRC)")
     r.add_argument("--split-file", default=None,
                    help="names for val (one per line) or 'NAME SPLIT' lines; default: seeded 4:1 split")
     r.add_argument("--val-fraction", type=float, default=0.2)
@@ -45,7 +48,7 @@ def cmd_synth(args) -> int:
 
     t0 = time.perf_counter()
     out = synthesize(args.out, args.pairs, args.size, args.seed, args.ambiguity, args.val_fraction,
-                     workers=args.workers)
+                     workers=args.workers, force=args.force)
     meta = json.loads((out / "mini_second.json").read_text())
     print(f"wrote {args.pairs} pairs at {args.size}x{args.size} to {out} in {time.perf_counter() - t0:.1f} s "
           f"(mean change ratio {meta['mean_change_ratio']:.3f}; scene log: {out / 'scene_log.jsonl'})")

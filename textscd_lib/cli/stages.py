@@ -30,7 +30,9 @@ def register(sub) -> None:
     p.add_argument("captions", metavar="CAPTIONS.jsonl", help="caption store written by textscd caption")
     p.add_argument("--encoder", default="auto", choices=("auto", "clip", "minilm", "clip-random"),
                    help="text encoder: auto = CLIP when its weights are on disk, else MiniLM (default auto)")
-    p.add_argument("--out", required=True, help="text-feature file to write, e.g. features.pt")
+    p.add_argument("--out", required=True, help="text-feature file to write, e.g. features.pt (not the store; "
+                   "an existing feature file is replaced only with --force, any other file never)")
+    p.add_argument("--force", action="store_true", help="replace an existing text-feature file at --out")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("predict", help="a checkpoint's predicted maps for a data split (SECOND layout, RGB)",
@@ -40,7 +42,9 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, metavar="DATA", help="prepared data folder (train/ val/ ...)")
     p.add_argument("--features", default=None, metavar="FILE", help="text features of DATA's captions (TextSCD)")
     p.add_argument("--split", default="val", help="split to predict (default val)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for label1/ and label2/")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for label1/ and label2/: new or empty, "
+                   "outside DATA; earlier predictions are replaced only with --force")
+    p.add_argument("--force", action="store_true", help="replace earlier predictions at --out")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--batch-size", type=int_at_least(1), default=8, help="pairs per batch (default 8)")
     p.set_defaults(func=cmd_predict)
@@ -49,7 +53,7 @@ def register(sub) -> None:
 def cmd_features(args) -> int:
     from textscd_lib.engine.stages import make_text_features
 
-    tf = make_text_features(given_path(args.captions), given_path(args.out), args.encoder)
+    tf = make_text_features(given_path(args.captions), given_path(args.out), args.encoder, force=args.force)
     prov = tf.provenance
     print(f"wrote {args.out}: {len(tf.index)} pairs, {len(tf.texts)} unique captions, encoder {tf.encoder_name} "
           f"(D_t {tf.dim}), captions {prov['source']}")
@@ -66,7 +70,7 @@ def cmd_predict(args) -> int:
 
     out = predict_to_folder(given_path(args.checkpoint), given_path(args.data), given_path(args.out),
                             given_path(args.features), split=args.split,
-                            device=args.device, batch_size=args.batch_size)
+                            device=args.device, batch_size=args.batch_size, force=args.force)
     print(f"wrote predictions to {out} (label1/, label2/; score them with textscd evaluate --pred {out} "
           f"--gt {args.data} --split {args.split})")
     return 0

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from textscd_lib.common.io import atomic_write, atomic_write_json
+from textscd_lib.common.outputs import OutputRefused, guard_output_dir, mark_output_dir
 from textscd_lib.data.second import FOLDERS, SPLITS, Pair, SecondFormatError, image_files, scan, split_dirs
 from textscd_lib.data.validate import validate
-from textscd_lib.common.io import atomic_write, atomic_write_json
+
+KIND = "SECOND working layout"
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +60,16 @@ def prepare_second(src: str | Path, dst: str | Path, split_file: str | Path | No
                    val_fraction: float = 0.2, seed: int = 0) -> dict:
     """Official SECOND download → working layout ``DST/{train,val}/{im1,im2,label1,label2}`` (chapter 01;
     ``textscd data prepare-second``). Validates SRC first, never writes into it, copies only what changed
-    (idempotent), removes stale files of an earlier split from DST. Returns a summary dict."""
+    (idempotent), removes stale copies of SRC's pairs left by an earlier split. DST must be new, empty or an
+    earlier DST (its marker or prepare.json), and may not contain SRC; other files in it are never deleted.
+    Returns a summary dict."""
 
     src, dst = Path(src).resolve(), Path(dst).resolve()
     if dst == src or src in dst.parents:
-        raise ValueError(f"{dst}: the output must lie outside the source {src} (SRC is never modified)")
+        raise OutputRefused(f"{dst}: the output must lie outside the source {src} (SRC is never modified)")
+    # updating an earlier DST in place is this command's normal use, so its own kind needs no --force
+    guard_output_dir(dst, KIND, inputs=[src, split_file], force=True,
+                     recognise=lambda d: (d / "prepare.json").is_file())
     rep = validate(src)
     if not rep.ok:
         raise SecondFormatError(f"{src}: invalid source, nothing written", rep.problems)
@@ -80,6 +88,7 @@ def prepare_second(src: str | Path, dst: str | Path, split_file: str | Path | No
             plan = {n: plan.get(n, "train") for n in by_name}
     else:
         plan = split_names(list(by_name), val_fraction, seed)
+    mark_output_dir(dst, KIND, command="textscd data prepare-second", src=str(src))
     copied = 0
     for name, split in sorted(plan.items()):
         for folder, f in zip(FOLDERS, by_name[name].files):
@@ -89,13 +98,7 @@ def prepare_second(src: str | Path, dst: str | Path, split_file: str | Path | No
                 continue
             atomic_write(out, lambda p, f=f: shutil.copy2(f, p))
             copied += 1
-    removed = 0
-    for s, d in split_dirs(dst) if dst.is_dir() else []:
-        for folder in FOLDERS:
-            for name, p in image_files(d / folder).items():
-                if plan.get(name) != s:
-                    p.unlink()
-                    removed += 1
+    removed = _remove_stale(dst, plan)
     counts = {s: sum(v == s for v in plan.values()) for s in SPLITS if s in plan.values()}
     summary = {"src": str(src), "dst": str(dst), "split_file": str(split_file) if split_file else None,
                "val_fraction": val_fraction, "seed": seed, "counts": counts, "files_copied": copied,
@@ -103,3 +106,21 @@ def prepare_second(src: str | Path, dst: str | Path, split_file: str | Path | No
     atomic_write_json(dst / "prepare.json", summary)
     log.info("prepared %s: %s (%d files copied, %d removed)", dst, counts, copied, removed)
     return summary
+
+
+def _remove_stale(dst: Path, plan: dict[str, str]) -> int:
+    """Delete copies of SRC's pairs that an earlier split put in another split of DST; files whose name is
+    not one of SRC's pairs were not written by this run and are left (one warning names how many)."""
+    removed, foreign = 0, 0
+    for s, d in split_dirs(dst):
+        for folder in FOLDERS:
+            for name, p in image_files(d / folder).items():
+                if name not in plan:
+                    foreign += 1
+                elif plan[name] != s:
+                    p.unlink()
+                    removed += 1
+    if foreign:
+        log.warning("%s: %d image files are not pairs of the source; left in place (remove them if stale)",
+                    dst, foreign)
+    return removed

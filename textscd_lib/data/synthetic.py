@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textscd_lib.common.outputs import guard_output_dir, mark_output_dir
 from textscd_lib.common.paths import resolve
 from textscd_lib.common.runs import clear_substitute, record_substitute
 from textscd_lib.data.changes import AMBIGUOUS_PAIRS, change_events, where_words
@@ -105,17 +106,19 @@ def _write_pair(job: tuple) -> tuple[str, float]:
 
 def synthesize(out: str | Path, pairs: int, size: int, seed: int = 0, ambiguity: float = 0.0,
                val_fraction: float = 0.2, ambiguous_pairs: tuple[tuple[str, str], ...] = AMBIGUOUS_PAIRS,
-               workers: int = 1) -> Path:
+               workers: int = 1, force: bool = False) -> Path:
     """Write a mini-SECOND dataset (chapter 01; ``textscd data synth``): ``OUT/{train,val}/{im1,im2,label1,
     label2}/NAME.png`` (RGB images, RGB colour labels), ``scene_log.jsonl`` and ``mini_second.json``.
     Built in a temporary folder and moved into place, so OUT is never half-written. Pair i depends only
-    on (seed, i), so ``workers`` > 1 (0 = all cores) generates in parallel processes with identical output."""
+    on (seed, i), so ``workers`` > 1 (0 = all cores) generates in parallel processes with identical output.
+    An existing OUT is replaced only when it is a mini-SECOND (its marker or scene log) and ``force`` is set;
+    any other folder or file is refused (:mod:`textscd_lib.common.outputs`), nothing deleted."""
 
     if pairs < 1 or size < 32:
         raise ValueError(f"need pairs >= 1 and size >= 32 (got pairs={pairs}, size={size})")
     if not 0 <= ambiguity <= 1:
         raise ValueError(f"ambiguity is a fraction of scenes in [0, 1], got {ambiguity}")
-    out = Path(out).resolve()
+    out = guard_output_dir(out, "mini-SECOND dataset", force=force, recognise=is_mini_second)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     params = {"pairs": pairs, "size": size, "seed": seed, "ambiguity": ambiguity, "val_fraction": val_fraction,
@@ -142,6 +145,7 @@ def synthesize(out: str | Path, pairs: int, size: int, seed: int = 0, ambiguity:
                 "mean_change_ratio": round(float(np.mean(ratios)), 4),
                 "seconds": round(time.perf_counter() - t0, 2)}
         (tmp / "mini_second.json").write_text(json.dumps(meta, indent=2) + "\n")
+        mark_output_dir(tmp, "mini-SECOND dataset", command="textscd data synth")
         if out.exists():
             old = out.with_name(f".{out.name}.old-{time.time_ns()}")
             out.rename(old)
@@ -152,6 +156,11 @@ def synthesize(out: str | Path, pairs: int, size: int, seed: int = 0, ambiguity:
         raise
     log.info("mini-SECOND: %d pairs at %d² in %.1f s → %s", pairs, size, time.perf_counter() - t0, out)
     return out
+
+
+def is_mini_second(folder: Path) -> bool:
+    """A folder written by :func:`synthesize` before output markers existed: its parameters and scene log."""
+    return (folder / "mini_second.json").is_file() and (folder / "scene_log.jsonl").is_file()
 
 
 def _params(fast: bool, params: dict) -> dict:
@@ -177,7 +186,7 @@ def ensure_mini_second(root: str | Path | None = None, fast: bool = False, **par
             return root
         log.info("%s: made with other parameters, regenerating", root)
     return synthesize(root, p["pairs"], p["size"], p["seed"], p["ambiguity"], p["val_fraction"],
-                      tuple(tuple(x) for x in p["ambiguous_pairs"]))
+                      tuple(tuple(x) for x in p["ambiguous_pairs"]), force=True)
 
 
 def read_scene_log(root: str | Path) -> dict[str, dict]:

@@ -21,6 +21,7 @@ import logging
 import time
 from pathlib import Path
 
+from textscd_lib.common.outputs import guard_output_dir, guard_output_file, mark_output_dir
 from textscd_lib.common.paths import resolve
 from textscd_lib.common.runs import clear_substitute, record_substitute, record_substitute_line
 from textscd_lib.data.dataset import DecodedCache
@@ -78,12 +79,15 @@ def store_source(captions: str | Path) -> tuple[str, dict | None]:
 
 
 def make_text_features(captions: str | Path, out: str | Path, encoder: str | TextEncoder = "auto",
-                       source: str | None = None, captions_record: dict | None | bool = False) -> TextFeatures:
+                       source: str | None = None, captions_record: dict | None | bool = False,
+                       force: bool = True) -> TextFeatures:
     """Encode a caption store once per unique caption into the text-feature file ``out`` (``textscd features``,
     chapter 03). The file also records how it was made (``.provenance``): the caption source, its substitute
     for Gemini (``captions_record``; by default read from the store) and the text encoder's substitute for
-    CLIP — what :func:`record_inputs` writes into a training run."""
+    CLIP — what :func:`record_inputs` writes into a training run. ``out`` may not be the store, and an existing
+    ``out`` must be a text-feature file (replaced only with ``force``; the command line asks for ``--force``)."""
     captions = resolve(captions)
+    guard_output_file(resolve(out), "text-feature file", inputs=[captions], force=force, recognise=is_features_file)
     found_source, found_record = store_source(captions)
     enc = load_text_encoder(encoder, device="cpu") if isinstance(encoder, str) else encoder
     provenance = {"source": source or found_source, "captions_file": str(captions),
@@ -94,6 +98,21 @@ def make_text_features(captions: str | Path, out: str | Path, encoder: str | Tex
         tf.provenance = provenance
         tf.save(resolve(out))
     return tf
+
+
+def is_features_file(path: Path) -> bool:
+    """True when ``path`` loads as a text-feature file of :class:`TextFeatures` (an output of ours)."""
+    try:
+        TextFeatures.load(path)
+    except (ValueError, FileNotFoundError):
+        return False
+    return True
+
+
+def is_prediction_folder(folder: Path) -> bool:
+    """A folder written by :func:`predict_to_folder` before output markers existed: only label1/, label2/."""
+    children = {p.name for p in folder.iterdir()}
+    return bool(children) and children <= {"label1", "label2"} and all((folder / c).is_dir() for c in children)
 
 
 def load_features_input(cfg) -> TextFeatures | None:
@@ -149,12 +168,17 @@ def record_inputs(run_path: Path, model: str, data_root: Path, text_features: Te
 # -------------------------------------------------------------------------------------------- predict
 def predict_to_folder(checkpoint: str | Path, data_root: str | Path, out: str | Path,
                       text_features: str | Path | TextFeatures | None = None, split: str = "val",
-                      device: str = "auto", batch_size: int = 8) -> Path:
+                      device: str = "auto", batch_size: int = 8, force: bool = True) -> Path:
     """A checkpoint's predicted maps for one split of a data folder, in the SECOND layout with RGB colours:
     ``out/{label1,label2}/NAME.png`` (``textscd predict``; ``textscd evaluate`` reads them). TextSCD needs the
-    text features of that data's captions."""
-    model = load_model(checkpoint)
+    text features of that data's captions. ``out`` may not be, contain or lie in the data folder or the other
+    inputs; an existing ``out`` must be a prediction folder (updated only with ``force``, which the notebooks'
+    pipeline relies on and the command line asks for as ``--force``)."""
     root = resolve(data_root)
+    tf_path = None if text_features is None or isinstance(text_features, TextFeatures) else resolve(text_features)
+    out = guard_output_dir(resolve(out), "prediction folder", inputs=[root, resolve(checkpoint), tf_path],
+                           force=force, recognise=is_prediction_folder)
+    model = load_model(checkpoint)
     if not (root / split).is_dir() and split:
         raise FileNotFoundError(f"{root}: no {split}/ split; make the data with {MAKE_DATA}")
     tf = text_features
@@ -173,7 +197,9 @@ def predict_to_folder(checkpoint: str | Path, data_root: str | Path, out: str | 
                              f"{trained!r}; make them with textscd features --encoder {trained}")
     else:
         tf = None
-    return export_predictions(model, DecodedCache(root, split), tf, out, device, batch_size)
+    data = DecodedCache(root, split)
+    mark_output_dir(out, "prediction folder", command="textscd predict", data=str(root), split=split)
+    return export_predictions(model, data, tf, out, device, batch_size)
 
 
 def default_run_name(prefix: str = "train") -> str:
