@@ -30,19 +30,20 @@ error category and the component counts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
 from textscd_lib.analysis.caption_errors import classes_mentioned
-from textscd_lib.analysis.errors import ERROR_CATEGORIES, FALSE_ALARM, MISS, error_map
+from textscd_lib.analysis.errors import ERROR_CATEGORIES, FALSE_ALARM, MISS, WRONG_CLASS, error_map
 from textscd_lib.data.second import CLASSES
 from textscd_lib.metrics import METRIC_COLUMNS, scores_from_confusion
 
 BOUNDARY_PX = 3                      # see the module docstring: one stride-4 feature cell
 STRUCTURE = np.ones((3, 3), bool)    # 8-connected components
-ERRORS = ("false alarm", "miss")
+ERRORS = ("false alarm", "miss", "wrong class")
 KINDS = ("boundary", "isolated")
 # pseudo-changes every mini-SECOND pair has (illumination, colour shift, shadow, noise) explain nothing apart;
 # these do, in this order of preference
@@ -105,13 +106,13 @@ def _cause(scene: Mapping | None, error: str, predicted: str, true: str) -> str:
     """Which logged pseudo-change (or designed ambiguity) may explain a component; "" without a scene log."""
     if scene is None:
         return ""
-    if error == "miss":
+    if error != "false alarm":
         for amb in scene.get("ambiguous", []):
             if _classes(true) & set(amb.get("classes", [])):
                 return "designed ambiguity"
     kinds = {p.get("kind") for p in scene.get("pseudo_changes", [])}
     for k in NOTABLE_PSEUDO:
-        if k in kinds and (k != "seasonal vegetation" or _classes(predicted if error == "false alarm" else true)
+        if k in kinds and (k != "seasonal vegetation" or _classes(true if error == "miss" else predicted)
                            & VEGETATION):
             return k
     return "none logged"
@@ -122,63 +123,163 @@ def distance_to(mask: np.ndarray) -> np.ndarray | None:
     return ndimage.distance_transform_edt(~mask) if mask.any() else None
 
 
-def tile_records(name: str, pred: tuple, label: tuple, caption: str | None = None, scene: Mapping | None = None,
-                 boundary_px: int = BOUNDARY_PX, dist_true: np.ndarray | None = None) -> tuple[dict, list[dict]]:
-    """The records of one tile (chapter 06): ``(tile row, component rows)``.
+@dataclass
+class TileErrors:
+    """Everything one tile contributes (chapter 06): the tile row, the component rows (false alarms, misses,
+    wrong classes, in that order), the tile's 7×7 confusion ``H``, the 37×37 from→to confusion ``T``, and what
+    fixing each error type / each component / each tolerance bin adds to ``H``
+    (`textscd_lib.analysis.attribution.confusion_delta`): ``type_delta`` (5, 7, 7) in
+    `~textscd_lib.analysis.attribution.ERROR_TYPES` order, ``component_delta`` (one per component row) and
+    ``tolerance_delta`` (9, 7, 7)."""
 
-    ``pred`` and ``label`` are ``(map1, map2)`` index maps (0 = unchanged). The tile row holds the four
-    metrics of the tile (NaN where undefined), the pixels of each category of ``error_map`` and, per error
-    (false alarm, miss) and kind, the components and their pixels. ``caption`` (None = no caption) and
-    ``scene`` (the tile's scene-log record, None = none) fill ``caption_names``, ``event`` and ``cause``.
-    ``dist_true``: :func:`distance_to` of the true change, when already computed (it is the same for every
-    method scored on this tile)."""
+    row: dict
+    components: list[dict]
+    H: np.ndarray
+    T: np.ndarray
+    type_delta: np.ndarray
+    component_delta: np.ndarray
+    tolerance_delta: np.ndarray
+
+
+def _component_rows(ctx: dict, error: str, lab: np.ndarray, n: int, dist: np.ndarray | None) -> list[dict]:
+    """One row per component of ``lab`` (one error of one tile); ``ctx`` holds the tile's maps and context."""
+    area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    slices = ndimage.find_objects(lab)
+    dmin, dmax = np.full(n, np.nan), np.full(n, np.nan)
+    if dist is not None:
+        for i, sl in enumerate(slices):
+            d = dist[sl][lab[sl] == i + 1]
+            dmin[i], dmax[i] = d.min(), d.max()
+    p1, p2, l1, l2 = ctx["maps"]
+    on1 = (p1 != l1) if error == "wrong class" else (p1 > 0)
+    on2 = (p2 != l2) if error == "wrong class" else (p1 > 0) & (p2 > 0)
+    first = np.bincount(lab.ravel(), weights=on1.ravel(), minlength=n + 1)[1:]
+    second = np.bincount(lab.ravel(), weights=on2.ravel(), minlength=n + 1)[1:]
+    ptr, ttr = _majority(lab, n, ctx["pcode"]), _majority(lab, n, ctx["tcode"])
+    rows = []
+    for i, sl in enumerate(slices):
+        box = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
+        predicted, true = transition_name(ptr[i]), transition_name(ttr[i])
+        rows.append({"tile": ctx["name"], "error": error, "id": i + 1, "area": int(area[i]), "r0": box[0],
+                     "c0": box[1], "r1": box[2], "c1": box[3], "date": _date(error, area[i], first[i], second[i]),
+                     "predicted": predicted, "true": true, "distance_px": float(dmin[i]),
+                     "reach_px": float(dmax[i]), "kind": _kind(error, dmin[i], ctx["boundary_px"]),
+                     "event": _overlapping_event(ctx["scene"], box, ctx["scale"], ctx["boundary_px"], true),
+                     "cause": _cause(ctx["scene"], error, predicted, true),
+                     "caption_names": caption_naming(ctx["mentioned"], predicted, true)})
+    return rows
+
+
+def _kind(error: str, distance: float, boundary_px: int) -> str:
+    if error == "wrong class":
+        return ""
+    return "boundary" if distance <= boundary_px else "isolated"    # NaN (nothing on the other side): isolated
+
+
+def _date(error: str, area: int, first: float, second: float) -> str:
+    """False alarm: the date(s) predicted changed (``second`` = both); miss: both; wrong class: the date(s)
+    whose class is wrong (``first`` = date 1 wrong, ``second`` = date 2 wrong)."""
+    if error == "miss":
+        return "both"
+    if error == "false alarm":
+        return "both" if second * 2 >= area else "1" if first > area - first else "2"
+    if first * 2 >= area and second * 2 >= area:
+        return "both"
+    return "1" if first >= second else "2"
+
+
+def _type_index(c: dict) -> int:
+    from textscd_lib.analysis.attribution import ERROR_TYPES
+
+    return ERROR_TYPES.index(f"{c['error']} {c['kind']}".strip())
+
+
+def tile_analysis(name: str, pred: tuple, label: tuple, caption: str | None = None, scene: Mapping | None = None,
+                  boundary_px: int = BOUNDARY_PX, dist_true: np.ndarray | None = None) -> TileErrors:
+    """The records, confusions and fix deltas of one tile (chapter 06; see :class:`TileErrors`).
+
+    ``pred`` and ``label`` are ``(map1, map2)`` index maps (0 = unchanged). Every wrong pixel lies in exactly
+    one component: a false alarm or a miss (``kind`` boundary / isolated by :data:`BOUNDARY_PX`) or a wrong
+    class (changed in truth and prediction, a date's class wrong; ``kind`` empty, ``distance_px`` the depth
+    inside the true change). ``caption`` (None = no caption) and ``scene`` (the tile's scene-log record) fill
+    ``caption_names``, ``event`` and ``cause``. ``dist_true``: :func:`distance_to` of the true change, when
+    already computed (it is the same for every method scored on this tile)."""
+    from textscd_lib.analysis import attribution as A
+
     p1, p2, l1, l2 = (np.asarray(x, dtype=np.uint8) for x in (*pred, *label))
     err = error_map(p1, p2, l1, l2)
-    s = scores_from_confusion(confusion_of((p1, p2), (l1, l2)))
-    row: dict = {"tile": name, **{k: float(s[k]) for k in METRIC_COLUMNS}}
-    row.update({c: int(v) for c, v in zip(ERROR_CATEGORIES, np.bincount(err.ravel(), minlength=5))})
+    H = confusion_of((p1, p2), (l1, l2))
+    row = _tile_row(name, H, err)
     true_change, pred_change = l1 > 0, (p1 > 0) | (p2 > 0)
-    mentioned = classes_mentioned(caption) if caption is not None else None
-    scale = err.shape[0] / scene["size"] if scene and scene.get("size") else 1.0
-    pcode, tcode = p1 * N + p2, l1 * N + l2                  # uint8: ≤ 48
-    comps: list[dict] = []
     if dist_true is None:
         dist_true = distance_to(true_change)
-    for error, cat, other in (("false alarm", FALSE_ALARM, true_change), ("miss", MISS, pred_change)):
+    ctx = {"name": name, "maps": (p1, p2, l1, l2), "pcode": p1 * N + p2, "tcode": l1 * N + l2,
+           "boundary_px": boundary_px, "scene": scene, "mentioned": classes_mentioned(caption) if caption is not None
+           else None, "scale": err.shape[0] / scene["size"] if scene and scene.get("size") else 1.0}
+    depth = distance_to(~true_change)
+    comps, cid, offset = [], np.zeros(err.shape, np.int64), 0
+    for error, cat, dist in (("false alarm", FALSE_ALARM, dist_true), ("miss", MISS, None),
+                             ("wrong class", WRONG_CLASS, depth)):
         lab, n = ndimage.label(err == cat, STRUCTURE)
-        key = "fa" if error == "false alarm" else "miss"
+        if error == "miss" and n:
+            dist = distance_to(pred_change)
+        comps += _component_rows(ctx, error, lab, n, dist)
+        cid[lab > 0] = lab[lab > 0] + offset
+        offset += n
+    _count_kinds(row, comps)
+    types = np.array([_type_index(c) for c in comps], np.int64)
+    comp_delta = A.confusion_delta((p1, p2), (l1, l2), cid - 1, offset, np.isin(types, A.FALSE_ALARM_TYPES))
+    type_delta = np.zeros((len(A.ERROR_TYPES), N, N), np.int64)
+    np.add.at(type_delta, types, comp_delta)
+    dist_edge = np.where(true_change, depth, dist_true) if dist_true is not None and depth is not None else np.inf
+    bins = A.tolerance_bins(np.broadcast_to(dist_edge, err.shape), err >= FALSE_ALARM)
+    tol = A.confusion_delta((p1, p2), (l1, l2), bins, len(A.TOLERANCE_PX))
+    row["changed"], row["pixels"] = int(true_change.sum()), int(true_change.size)
+    return TileErrors(row, comps, H, transition_confusion((p1, p2), (l1, l2)), type_delta, comp_delta, tol)
+
+
+def _tile_row(name: str, H: np.ndarray, err: np.ndarray) -> dict:
+    s = scores_from_confusion(H)
+    row: dict = {"tile": name, **{k: float(s[k]) for k in METRIC_COLUMNS}}
+    row.update({c: int(v) for c, v in zip(ERROR_CATEGORIES, np.bincount(err.ravel(), minlength=5))})
+    return row
+
+
+def _count_kinds(row: dict, comps: list[dict]) -> None:
+    """Per error and kind, the components and their pixels (``fa_isolated``, ``miss_boundary_px``, ``wc``...)."""
+    for key in ("fa", "miss"):
         row.update({f"{key}_{k}": 0 for k in ("components", "boundary", "isolated", "boundary_px", "isolated_px")})
-        if n == 0:
-            continue
-        area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-        slices = ndimage.find_objects(lab)
-        dmin, dmax = np.full(n, np.nan), np.full(n, np.nan)
-        dist = dist_true if error == "false alarm" else distance_to(other)
-        if dist is not None:
-            for i, sl in enumerate(slices):
-                d = dist[sl][lab[sl] == i + 1]
-                dmin[i], dmax[i] = d.min(), d.max()
-        both = np.bincount(lab.ravel(), weights=((p1 > 0) & (p2 > 0)).ravel(), minlength=n + 1)[1:]
-        only1 = np.bincount(lab.ravel(), weights=(p1 > 0).ravel(), minlength=n + 1)[1:]
-        ptr, ttr = _majority(lab, n, pcode), _majority(lab, n, tcode)
-        for i, sl in enumerate(slices):
-            box = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
-            kind = "boundary" if dmin[i] <= boundary_px else "isolated"   # NaN (nothing on the other side): isolated
-            date = ("both" if error == "miss" or both[i] * 2 >= area[i] else "1" if only1[i] > area[i] - only1[i]
-                    else "2")
-            predicted, true = transition_name(ptr[i]), transition_name(ttr[i])
-            comps.append({"tile": name, "error": error, "id": i + 1, "area": int(area[i]), "r0": box[0],
-                          "c0": box[1], "r1": box[2], "c1": box[3], "date": date, "predicted": predicted,
-                          "true": true, "distance_px": float(dmin[i]), "reach_px": float(dmax[i]), "kind": kind,
-                          "event": _overlapping_event(scene, box, scale, boundary_px, true),
-                          "cause": _cause(scene, error, predicted, true),
-                          "caption_names": caption_naming(mentioned, predicted, true)})
-            row[f"{key}_{kind}"] += 1
-            row[f"{key}_{kind}_px"] += int(area[i])
-        row[f"{key}_components"] = n
-    row["changed"] = int(true_change.sum())
-    row["pixels"] = int(true_change.size)
-    return row, comps
+    row.update({"wc_components": 0, "wc_px": 0})
+    for c in comps:
+        key = {"false alarm": "fa", "miss": "miss", "wrong class": "wc"}[c["error"]]
+        row[f"{key}_components"] += 1
+        if key == "wc":
+            row["wc_px"] += c["area"]
+        else:
+            row[f"{key}_{c['kind']}"] += 1
+            row[f"{key}_{c['kind']}_px"] += c["area"]
+
+
+def transition_confusion(pred: tuple, label: tuple) -> np.ndarray:
+    """The tile's 37×37 from→to confusion (`textscd_lib.metrics.transition_codes`; a pixel changed on one date
+    only counts as unchanged) for the other SeK convention, `textscd_lib.metrics.scores_from_transitions`."""
+    from textscd_lib.metrics import transition_codes
+
+    a = transition_codes(*pred, partial="unchanged")
+    b = transition_codes(*label, partial="unchanged")
+    k = 1 + (N - 1) ** 2
+    return np.bincount((a * k + b).ravel(), minlength=k * k).reshape(k, k)
+
+
+def tile_records(name: str, pred: tuple, label: tuple, caption: str | None = None, scene: Mapping | None = None,
+                 boundary_px: int = BOUNDARY_PX, dist_true: np.ndarray | None = None) -> tuple[dict, list[dict]]:
+    """The records of one tile (chapter 06): ``(tile row, component rows)`` of :func:`tile_analysis`.
+
+    The tile row holds the four metrics of the tile (NaN where undefined), the pixels of each category of
+    ``error_map`` and, per error (false alarm, miss) and kind, the components and their pixels; wrong classes
+    in ``wc_components`` / ``wc_px``."""
+    t = tile_analysis(name, pred, label, caption, scene, boundary_px, dist_true)
+    return t.row, t.components
 
 
 def records(names: Iterable[str], get_maps: Callable[[str], tuple[tuple, tuple]],

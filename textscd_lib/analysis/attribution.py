@@ -1,0 +1,160 @@
+"""What each false detection costs: oracle fixes per error type and a boundary tolerance curve (chapter 06;
+``textscd errors``).
+
+Every wrong pixel of a pair has one of five types (:data:`ERROR_TYPES`, assigned per connected component by
+`textscd_lib.analysis.records`): a false alarm or a miss near a true change (``boundary``) or away from it
+(``isolated``), or a change found with a wrong class on a date (``wrong class``). Following TIDE's idea of
+*oracle fixes* (fix one error type, re-score, the gain is what that type cost), :func:`attribution_table`
+answers "how many SeK points does each type cost?" on the pooled 7×7 confusion matrix of the SECOND protocol
+(`textscd_lib.metrics.scores_from_confusion`):
+
+- a **fix** makes false-alarm pixels unchanged on both dates and miss / wrong-class pixels equal to the truth
+  (:func:`oracle_fix` does it on maps, for checking);
+- mode ``isolated``: each type fixed alone. The gains do **not** add up to the gap to 100: SeK is a product of
+  kappa and exp(IoU_c), so what one fix is worth depends on what else is still wrong;
+- mode ``progressive``: the types fixed one after another in :data:`ERROR_TYPES` order, cumulatively; the last
+  row reaches 100 (everything fixed). Each gain is then the cost of a type *given the earlier ones fixed*.
+
+A fix changes only confusion counts, so nothing is re-scored map by map: :func:`confusion_delta` gives, for
+any labelling of pixels (error type, component, distance bin), what fixing each label adds to H; deltas add up
+over tiles and over labels, and :func:`fixed_scores` scores ``H + delta``. :func:`tolerance_curve` forgives
+every wrong pixel within k px of a true change boundary (:func:`boundary_distance`), k = 0..8.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from textscd_lib.metrics import scores_from_confusion
+
+N = 7                                       # classes, 0 = unchanged
+ERROR_TYPES = ("false alarm boundary", "false alarm isolated", "miss boundary", "miss isolated", "wrong class")
+FALSE_ALARM_TYPES = (0, 1)                  # indices into ERROR_TYPES fixed to "unchanged"
+MODES = ("isolated", "progressive")
+METRICS = ("OA", "mIoU", "SeK", "F_scd")    # the order the report prints them
+TOLERANCE_PX = tuple(range(9))              # k = 0..8 px
+ATTRIBUTION_COLUMNS = ("method", "error", "mode", "metric", "base", "fixed", "gain")
+TOLERANCE_COLUMNS = ("method", "k", "k_share_of_diagonal", "metric", "value")
+
+
+def oracle_fix(pred: tuple, label: tuple, mask: np.ndarray, to: str = "truth") -> tuple[np.ndarray, np.ndarray]:
+    """The prediction ``(map1, map2)`` with the pixels of ``mask`` fixed (chapter 06): set to the truth
+    (``to="truth"``, for misses and wrong classes) or to unchanged on both dates (``to="unchanged"``, for false
+    alarms). Returns new maps; the inputs are not modified."""
+    if to not in ("truth", "unchanged"):
+        raise ValueError(f"oracle_fix: to must be 'truth' or 'unchanged', got {to!r}")
+    mask = np.asarray(mask, bool)
+    out = []
+    for p, t in zip(pred, label):
+        p = np.array(p, dtype=np.uint8, copy=True)
+        p[mask] = np.asarray(t, np.uint8)[mask] if to == "truth" else 0
+        out.append(p)
+    return out[0], out[1]
+
+
+def confusion_delta(pred: tuple, label: tuple, index: np.ndarray, n: int,
+                    to_unchanged: Sequence[bool] | np.ndarray | None = None) -> np.ndarray:
+    """What fixing each labelled group of pixels adds to the 7×7 confusion H (both dates), shape (n, 7, 7),
+    int64 (chapter 06).
+
+    ``index`` holds a group 0..n−1 per pixel, or −1 / any value ≥ n for "not fixed". Group g is fixed to the
+    truth, or to unchanged where ``to_unchanged[g]``. ``H + delta[g]`` is then the confusion of the prediction
+    with group g fixed, and ``H + delta[G].sum(0)`` with all groups of G fixed (groups do not overlap)."""
+    idx = np.asarray(index).ravel().astype(np.int64)
+    sel = (idx >= 0) & (idx < n)
+    g = idx[sel]
+    unch = np.zeros(n, bool) if to_unchanged is None else np.asarray(to_unchanged, bool)
+    out = np.zeros(n * N * N, np.int64)
+    for p, t in zip(pred, label):
+        p = np.asarray(p).ravel()[sel].astype(np.int64)
+        t = np.asarray(t).ravel()[sel].astype(np.int64)
+        newp = np.where(unch[g], 0, t)
+        out += np.bincount(g * N * N + newp * N + t, minlength=n * N * N)
+        out -= np.bincount(g * N * N + p * N + t, minlength=n * N * N)
+    return out.reshape(n, N, N)
+
+
+def boundary_distance(label: tuple, dist_out: np.ndarray | None = None) -> np.ndarray:
+    """Distance in px of every pixel to the boundary of the true change (chapter 06): for an unchanged pixel
+    the distance to the nearest changed one, for a changed pixel to the nearest unchanged one (so pixels on
+    either side of an edge are 1 px away). ``inf`` where the tile has no edge. ``dist_out``: the first part,
+    when already computed (`textscd_lib.analysis.records.distance_to`)."""
+    from scipy import ndimage
+
+    change = (np.asarray(label[0]) > 0) | (np.asarray(label[1]) > 0)
+    if not change.any() or change.all():
+        return np.full(change.shape, np.inf)
+    if dist_out is None:
+        dist_out = ndimage.distance_transform_edt(~change)
+    return np.where(change, ndimage.distance_transform_edt(change), dist_out)
+
+
+def tolerance_bins(dist: np.ndarray, wrong: np.ndarray, k_max: int = TOLERANCE_PX[-1]) -> np.ndarray:
+    """Per pixel the smallest k (1..k_max) at which :func:`tolerance_curve` forgives it, −1 for a correct pixel
+    or one farther than ``k_max`` px (a group index for :func:`confusion_delta` with n = k_max + 1)."""
+    b = np.ceil(np.where(np.isfinite(dist), dist, k_max + 1)).astype(np.int64)
+    return np.where(wrong & (b <= k_max), b, -1)
+
+
+def _clean(v) -> float:
+    return float("nan") if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def fixed_scores(H: np.ndarray, delta: np.ndarray | None = None) -> dict[str, float]:
+    """OA, mIoU, SeK and F_scd (×100, as the report prints them) of ``H + delta`` (chapter 06)."""
+    H = np.asarray(H, np.int64) + (0 if delta is None else np.asarray(delta, np.int64))
+    s = scores_from_confusion(H)
+    return {m: 100 * _clean(s[m]) for m in METRICS}
+
+
+def attribution_table(H: np.ndarray, deltas: np.ndarray, method: str = "A") -> pd.DataFrame:
+    """Oracle-fix attribution of one method (chapter 06), columns :data:`ATTRIBUTION_COLUMNS`, values ×100.
+
+    ``H``: the pooled 7×7 confusion; ``deltas``: (5, 7, 7), what fixing each of :data:`ERROR_TYPES` adds to it
+    (summed over tiles, :func:`confusion_delta`). Mode ``isolated`` fixes one type; ``progressive`` fixes the
+    types in order, cumulatively (its last row has everything fixed)."""
+    deltas = np.asarray(deltas, np.int64)
+    base = fixed_scores(H)
+    rows = []
+    cum = np.zeros((N, N), np.int64)
+    for t, name in enumerate(ERROR_TYPES):
+        cum = cum + deltas[t]
+        for mode, d in (("isolated", deltas[t]), ("progressive", cum)):
+            fixed = fixed_scores(H, d)
+            rows += [{"method": method, "error": name, "mode": mode, "metric": m, "base": base[m],
+                      "fixed": fixed[m], "gain": fixed[m] - base[m]} for m in METRICS]
+    return pd.DataFrame(rows, columns=list(ATTRIBUTION_COLUMNS))
+
+
+def tolerance_curve(H: np.ndarray, bin_deltas: np.ndarray, diagonal_px: float, method: str = "A") -> pd.DataFrame:
+    """Scores (×100) when every wrong pixel within k px of a true change boundary counts as correct, k = 0..8
+    (chapter 06); columns :data:`TOLERANCE_COLUMNS`. ``bin_deltas[b]`` (shape (9, 7, 7)) is what forgiving
+    the pixels of :func:`tolerance_bins` b adds to ``H``; ``diagonal_px`` the tile diagonal, so k can be read as
+    a share of the tile (the same k means less on a larger tile)."""
+    bin_deltas = np.asarray(bin_deltas, np.int64)
+    rows = []
+    for k in TOLERANCE_PX:
+        s = fixed_scores(H, bin_deltas[:k + 1].sum(0))
+        rows += [{"method": method, "k": k, "k_share_of_diagonal": k / diagonal_px if diagonal_px else float("nan"),
+                  "metric": m, "value": s[m]} for m in METRICS]
+    return pd.DataFrame(rows, columns=list(TOLERANCE_COLUMNS))
+
+
+def sanity_scores(H: np.ndarray) -> dict[str, dict[str, float]]:
+    """Two reference lines for any method (chapter 06), ×100: the truth as the prediction (every count on the
+    diagonal: SeK 100) and an all-unchanged prediction (every pixel in row 0: the floor a method must beat)."""
+    H = np.asarray(H, np.int64)
+    truth = H.sum(0)
+    floor = np.zeros_like(H)
+    floor[0] = truth
+    return {"truth as prediction": fixed_scores(np.diag(truth)), "all unchanged": fixed_scores(floor)}
+
+
+def shares(pixels: Mapping[str, int]) -> dict[str, float]:
+    """Each error type's share (%) of the wrong pixels; they add to 100 (NaN when nothing is wrong)."""
+    total = sum(int(pixels.get(t, 0)) for t in ERROR_TYPES)
+    return {t: (100 * int(pixels.get(t, 0)) / total if total else float("nan")) for t in ERROR_TYPES}
