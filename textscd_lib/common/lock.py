@@ -1,20 +1,28 @@
-"""One writer per run folder: a lock file taken with ``O_EXCL`` (chapter 05 trains, chapter 02 captions and
-``textscd run`` executes the series into ``results/<run>/``; two of them at once would mix one job's checkpoints
-with the other's captions and text features).
+"""One writer per folder, held by the kernel (chapter 05 trains, chapter 02 captions and ``textscd run``
+executes the series into ``results/<run>/``; two of them at once would mix one job's checkpoints with the
+other's captions and text features).
 
-:func:`run_lock` creates ``results/<run>/.lock`` holding the holder's pid, host, command, start time and a
-random token. A second writer refuses with :class:`LockHeld`, naming the holder's pid and command. A lock
-left by a process that no longer exists (same host, pid gone) is *stale*: it is taken over, and said so.
+:func:`run_lock` takes an exclusive ``fcntl.flock`` on ``results/<run>/.lock`` and writes the holder's pid,
+host, command, start time and a random token into the file. The kernel is the arbiter: exactly one open file
+holds the lock, and it is released when its holder exits, however it exits (killed included). No process
+guesses whether another is alive; a second writer that cannot take the lock refuses with :class:`LockHeld`,
+naming the pid and command the file records. A file whose record outlives its holder (killed, no clean-up)
+is simply taken, and the takeover is logged.
+
+The file is removed on release while the lock is still held; a process that locked a file just removed (it
+opened it before the removal) sees that the path no longer names its file and tries again, so two processes
+can never each hold a different file of the same name.
 
 Nesting: ``textscd run`` holds the lock while its notebooks train into the same folder in a child kernel.
-The holder exports its token in :data:`TOKEN_ENV`; a process that finds its own token in the lock file (the
-kernel, or a second ``with run_lock`` in the same process) enters without taking the lock again and leaves it
-in place on exit.
+The holder exports its token in :data:`TOKEN_ENV`; a process that finds the lock held under one of its own
+tokens (the kernel, or a second ``with run_lock`` in the same process) enters without taking the lock again
+and leaves it in place on exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -28,25 +36,17 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 TOKEN_ENV = "TEXTSCD_LOCK_TOKENS"  # os.pathsep-separated tokens of the locks this process tree holds
+_HELD: dict[str, int] = {}  # token -> the open descriptor that holds the kernel lock
 
 
 class LockHeld(RuntimeError):
     """Another live process writes into this folder; the message names its pid and command."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def read_lock(folder: str | Path) -> dict | None:
-    """The holder recorded in ``folder/.lock`` (pid, host, command, started, token), or None when unlocked.
-    An unreadable lock file (a writer killed between create and write) reads as ``{"pid": None}``."""
+    """The holder recorded in ``folder/.lock`` (pid, host, command, started, token), or None when there is no
+    lock file. A record not yet written (a writer between taking the lock and writing) reads as
+    ``{"pid": None}``."""
     f = Path(folder) / LOCK_NAME
     try:
         text = f.read_text()
@@ -64,17 +64,58 @@ def _tokens() -> list[str]:
 
 
 def _describe(h: dict) -> str:
-    return (f"pid {h.get('pid')} on {h.get('host')} ({h.get('command')!r}, since {h.get('started')})")
+    return f"pid {h.get('pid')} on {h.get('host')} ({h.get('command')!r}, since {h.get('started')})"
 
 
-def _stale(h: dict, f: Path) -> bool:
-    pid = h.get("pid")
-    if pid is None:  # half-written: stale if older than a few seconds
+def _gone(h: dict) -> bool:
+    """Is the recorded holder a process of this host that no longer exists? (Only for the refusal message.)"""
+    if h.get("host") != socket.gethostname() or not isinstance(h.get("pid"), int):
+        return False
+    try:
+        os.kill(h["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _current_holder(folder: Path) -> dict:
+    """The record of whoever holds the lock now. Just after a takeover the file may still show the dead
+    holder (or nothing) for a moment, until the new holder has written its record: wait up to a second."""
+    for _ in range(50):
+        holder = read_lock(folder) or {"pid": None}
+        if holder.get("pid") is not None and not _gone(holder):
+            break
+        time.sleep(0.02)
+    return holder
+
+
+def _lock_fd(f: Path) -> int | None:
+    """An open descriptor of ``f`` holding its exclusive kernel lock, or None when another open file holds it.
+    Retries when ``f`` was removed or replaced between opening and locking (the locked file must be the one the
+    path names)."""
+    while True:
+        fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            return time.time() - f.stat().st_mtime > 5
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(f).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
-            return True
-    return h.get("host") == socket.gethostname() and not _alive(int(pid))
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed this file on release: lock the one the path names now
+
+
+def _write_record(fd: int, record: dict) -> None:
+    data = json.dumps(record).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    os.fsync(fd)
 
 
 def acquire(folder: str | Path, command: str | None = None) -> tuple[str, bool]:
@@ -84,41 +125,33 @@ def acquire(folder: str | Path, command: str | None = None) -> tuple[str, bool]:
     folder.mkdir(parents=True, exist_ok=True)
     f = folder / LOCK_NAME
     command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) or "python"
-    for _ in range(3):
-        holder = read_lock(folder)
-        if holder is not None:
-            if holder.get("token") in _tokens():
-                return holder["token"], False
-            if not _stale(holder, f):
-                raise LockHeld(f"{folder}: another job is writing this run folder: {_describe(holder)}. "
-                               f"Wait for it, stop it, or use another run name; if that process is gone, "
-                               f"delete {f}")
-            log.warning("%s: taking over a stale lock left by %s, which no longer runs", folder,
-                        _describe(holder))
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-        token = secrets.token_hex(8)
-        try:
-            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue  # someone was faster: look at the new holder
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": token}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.environ[TOKEN_ENV] = os.pathsep.join([*_tokens(), token])
-        return token, True
-    raise LockHeld(f"{folder}: could not take the lock {f} (other jobs keep taking it)")
+    fd = _lock_fd(f)
+    if fd is None:
+        holder = _current_holder(folder)
+        if holder.get("token") in _tokens():
+            return holder["token"], False
+        raise LockHeld(f"{folder}: another job is writing this run folder: {_describe(holder)}. "
+                       f"Wait for it, stop it, or use another run name")
+    previous = read_lock(folder)
+    if previous and previous.get("pid") is not None:
+        log.warning("%s: taking over a stale lock left by %s, which no longer holds it", folder,
+                    _describe(previous))
+    token = secrets.token_hex(8)
+    _write_record(fd, {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": token})
+    _HELD[token] = fd
+    os.environ[TOKEN_ENV] = os.pathsep.join([*_tokens(), token])
+    return token, True
 
 
 def release(folder: str | Path, token: str) -> None:
-    """Remove ``folder``'s lock if it still holds ``token``, and forget the token."""
-    f = Path(folder) / LOCK_NAME
-    holder = read_lock(folder)
-    if holder is not None and holder.get("token") == token:
+    """Remove ``folder``'s lock file and drop the kernel lock if this process holds it under ``token``, and
+    forget the token."""
+    fd = _HELD.pop(token, None)
+    if fd is not None:
         with contextlib.suppress(FileNotFoundError):
-            f.unlink()
+            (Path(folder) / LOCK_NAME).unlink()  # still locked: nobody can take it half-removed
+        os.close(fd)
     os.environ[TOKEN_ENV] = os.pathsep.join(t for t in _tokens() if t != token)
     if not os.environ[TOKEN_ENV]:
         del os.environ[TOKEN_ENV]
