@@ -83,3 +83,47 @@ def write_run_json(out: Path, meta: dict, previous: dict | None, series_info: tu
     else:
         record.update(series_status(notebooks, series, declared))
     atomic_write_json(out / "run.json", record)
+
+
+# The two-hour lab route (the preset ``textscd run --params lab``, textscd_lib/course/presets/lab.yaml): what a
+# student does with each chapter, and how the lab's run time of a chapter compares with the demo's.
+LAB_EPOCHS, DEMO_EPOCHS = 2, 6
+LAB_ROUTE = {
+    "00": "read + run",
+    "01": "read + run",
+    "02": "read + run",
+    "03": "read + run",
+    "04": "read + run",
+    "05": f"run short (EPOCHS={LAB_EPOCHS}), or read the committed executed copy",
+    "06": "run on the committed 30-epoch predictions (results/cpu-30ep)",
+    "07": "run on the committed 30-epoch predictions (results/cpu-30ep)",
+    "08": "appendix: read (runs in the lab preset too)",
+}
+
+
+def chapter_times(run_json: str | Path | dict) -> dict[str, float]:
+    """Seconds each chapter took in a run, ``{"00": 4.1, ...}``, from the run's ``run.json`` (its path or the
+    loaded record). The course quotes a chapter's time from a committed run's record, never typed by hand."""
+    if isinstance(run_json, dict):
+        record = run_json
+    else:
+        path = Path(run_json)
+        record = read_run_json(path.parent) if path.name == "run.json" else read_run_json(path)
+        if record is None:
+            raise RunError(f"{path}: no run.json; run the series first (textscd run)")
+    times = {e["notebook"][:2]: float(e["seconds"]) for e in record.get("notebooks", []) if "seconds" in e}
+    if not times:
+        raise RunError(f"{run_json if not isinstance(run_json, dict) else 'run.json'}: no chapter has a time")
+    return times
+
+
+def lab_route(times: dict[str, float]) -> list[dict]:
+    """One row per chapter: the demo run's seconds, the lab route's step, and the lab run's expected seconds
+    (chapter 05 scaled by epochs, LAB_EPOCHS / DEMO_EPOCHS; the others as in the demo, an upper bound for 06-07,
+    which read committed predictions instead of this run's)."""
+    rows = []
+    for chapter, route in LAB_ROUTE.items():
+        demo = times.get(chapter)
+        lab = None if demo is None else demo * (LAB_EPOCHS / DEMO_EPOCHS if chapter == "05" else 1.0)
+        rows.append({"chapter": chapter, "demo s": demo, "lab s (expected)": lab, "lab route": route})
+    return rows
