@@ -1,0 +1,74 @@
+"""The README's two tables of numbers come from committed runs' files and cannot drift from them.
+
+- The notebooks table: each chapter's demo time equals its ``seconds`` in ``results/demo/run.json``, rounded.
+- "What the runs show": each ``ours, `results/<run>` `` row's SeK and F_scd (Baseline / TextSCD) equal that run's
+  ``metrics/table1.json``; the paper's row equals the paper's rows there (docs/facts.md's numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER_ROW = re.compile(r"^\| `(\d\d)_\w+` \|.*\| (\d+) s \|$", re.M)
+RESULT_ROW = re.compile(r"^\| Baseline / [^|]+ \| ([-\d.]+) / ([-\d.]+) \| ([-\d.]+) / ([-\d.]+) \| ([^|]+) \|$", re.M)
+RUN_NAME = re.compile(r"`results/([\w.-]+)`")
+
+
+def _table1(results: Path, run: str) -> dict[str, dict]:
+    """``{"paper": (Baseline row, TextSCD row), "ours": (...)}`` of ``results/<run>/metrics/table1.json``."""
+    rows = json.loads((results / run / "metrics" / "table1.json").read_text(encoding="utf-8"))["rows"]
+    split = {"paper": [r for r in rows if r["source"].startswith("paper")][-2:],
+             "ours": [r for r in rows if r["source"].startswith("ours")]}
+    return {k: (next(r for r in v if r["method"] == "Baseline"), next(r for r in v if r["method"] != "Baseline"))
+            for k, v in split.items()}
+
+
+def readme_drift(readme: str, results: Path) -> list[str]:
+    """One line per README number that differs from the committed run file it comes from."""
+    drift = []
+    seconds = {e["notebook"][:2]: e["seconds"]
+               for e in json.loads((results / "demo" / "run.json").read_text(encoding="utf-8"))["notebooks"]}
+    chapters = CHAPTER_ROW.findall(readme)
+    if not chapters:
+        drift.append("README: no chapter row with a demo time in the notebooks table")
+    for chapter, shown in chapters:
+        if int(shown) != round(seconds[chapter]):
+            drift.append(f"chapter {chapter}: README says {shown} s, results/demo/run.json {seconds[chapter]:.2f} s")
+    rows = RESULT_ROW.findall(readme)
+    if not rows:
+        drift.append("README: no 'Baseline / ...' row in the table of what the runs show")
+    for *numbers, source in rows:
+        named = RUN_NAME.search(source)
+        run, kind = (named.group(1), "ours") if named else ("demo", "paper")
+        base, text = _table1(results, run)[kind]
+        expected = [base["SeK"], text["SeK"], base["F_scd"], text["F_scd"]]
+        if [float(n) for n in numbers] != [round(x, 2) for x in expected]:
+            drift.append(f"{source.strip()}: README {' '.join(numbers)}, results/{run}/metrics/table1.json "
+                         f"{' '.join(f'{x:.2f}' for x in expected)}")
+    return drift
+
+
+def test_readme_tables_equal_the_committed_runs_files():
+    drift = readme_drift((ROOT / "README.md").read_text(encoding="utf-8"), ROOT / "results")
+    assert not drift, "README numbers drifted from the committed runs:\n" + "\n".join(drift)
+
+
+def test_every_run_the_readme_quotes_is_checked():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quoted = {RUN_NAME.search(s).group(1) for *_, s in RESULT_ROW.findall(readme) if RUN_NAME.search(s)}
+    assert {"demo", "cpu-30ep", "cpu-30ep-seed1"} <= quoted
+    assert len(CHAPTER_ROW.findall(readme)) == 9
+
+
+def test_a_changed_score_or_time_in_a_readme_copy_is_caught():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    base, _ = _table1(ROOT / "results", "cpu-30ep")["ours"]
+    wrong_score = readme.replace(f"| {base['SeK']:.2f} / ", f"| {base['SeK'] + 1:.2f} / ", 1)
+    assert wrong_score != readme
+    assert any("cpu-30ep" in line for line in readme_drift(wrong_score, ROOT / "results"))
+    chapter, shown = CHAPTER_ROW.findall(readme)[5]
+    wrong_time = re.sub(rf"(\| `{chapter}_\w+` \|.*\| ){shown} s \|", rf"\g<1>{int(shown) + 7} s |", readme)
+    assert any(f"chapter {chapter}" in line for line in readme_drift(wrong_time, ROOT / "results"))
