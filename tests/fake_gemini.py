@@ -7,7 +7,10 @@ hashes to pair names with :meth:`FakeGemini.register_pair`. Per pair, a script o
 successive requests: ``"ok"``, an HTTP status (429, 500, 503, 400, 403…), ``"malformed"`` (200 with broken
 JSON), ``"empty"`` (200 without candidates), ``("slow", seconds)`` (then ok). With ``hang_after_ok=N``
 every request after the N-th ok answer blocks (until :meth:`release`), which lets a test kill the client
-while requests are in flight. Every request, and every answer actually sent, is counted per pair.
+while requests are in flight. Every request, and every answer actually sent, is counted per pair. With
+``expect_key`` a request with another key is rejected (counted in ``rejected``) the way Google does:
+``key_error=403`` PERMISSION_DENIED, ``401`` UNAUTHENTICATED, or ``400`` INVALID_ARGUMENT with reason
+``API_KEY_INVALID`` (what the Developer API answers to a malformed or revoked key).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def pair_hash(png1: bytes, png2: bytes) -> str:
 
 
 class FakeGemini:
-    def __init__(self, hang_after_ok: int | None = None, expect_key: str | None = None):
+    def __init__(self, hang_after_ok: int | None = None, expect_key: str | None = None, key_error: int = 403):
         self.scripts: dict[str, list] = {}
         self.names: dict[str, str] = {}
         self.requests: Counter = Counter()       # pair -> requests received
@@ -37,6 +40,8 @@ class FakeGemini:
         self.keys_seen: set[str] = set()
         self.hang_after_ok = hang_after_ok
         self.expect_key = expect_key
+        self.key_error = key_error
+        self.rejected = 0  # requests refused for their key
         self._ok_sent = 0
         self._release = threading.Event()
         self._lock = threading.Lock()
@@ -113,8 +118,9 @@ class FakeGemini:
                                "?", 404)
                     return
                 if fake.expect_key is not None and self.headers.get("x-goog-api-key") != fake.expect_key:
-                    self._send(403, b'{"error": {"code": 403, "message": "API key not valid", '
-                                    b'"status": "PERMISSION_DENIED"}}', "?", 403)
+                    with fake._lock:
+                        fake.rejected += 1
+                    self._send(fake.key_error, _key_error(fake.key_error), "?", fake.key_error)
                     return
                 body = json.loads(raw)
                 fake.models[m.group(1)] += 1
@@ -153,6 +159,16 @@ def _answer(text: str) -> bytes:
         "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
         "usageMetadata": {"promptTokenCount": 530, "candidatesTokenCount": 24, "totalTokenCount": 554},
         "modelVersion": "fake"}).encode()
+
+
+def _key_error(code: int) -> bytes:
+    """Google's answer to a key it does not accept (400 carries the reason API_KEY_INVALID)."""
+    status = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED"}.get(code, "PERMISSION_DENIED")
+    err = {"code": code, "message": "API key not valid. Please pass a valid API key.", "status": status}
+    if code == 400:
+        err["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                           "domain": "googleapis.com"}]
+    return json.dumps({"error": err}).encode()
 
 
 def _error(code: int, status: str) -> bytes:

@@ -139,7 +139,7 @@ def _captioner(root, out, url, extra=()):
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     env = {**os.environ, "GEMINI_API_KEY": KEY, "TQDM_DISABLE": "0", "PYTHONPATH": str(REPO)}
     args = [sys.executable, "-c", code, "caption", str(root), "--backend", "gemini", "--out", str(out),
-            "--base-url", url, "--workers", "2", "--rpm", "0", *extra]
+            "--base-url", url, "--workers", "2", "--rpm", "600000", *extra]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
 
 
@@ -211,3 +211,47 @@ def test_chapter_sources_call_captions_the_run_with_the_chosen_model_and_ignores
             caption_dataset(root, "gemini", tmp_path / "other.jsonl", modle="x", base_url=fake.url)
     assert sorted(load_captions(store)) == sorted(images)
     assert dict(fake.models) == {"gemini-test-model": len(images)}
+
+
+@pytest.mark.parametrize("code", [400, 401, 403])
+def test_a_key_google_rejects_stops_the_run_after_one_request_and_exits_1(data, monkeypatch, capsys, tmp_path,
+                                                                           code):
+    """400 API_KEY_INVALID (a malformed or revoked key), 401 and 403: one request, one line, exit 1; no pair is
+    stored as failed (they were never really tried)."""
+    from textscd_lib.cli.main import main
+
+    root, images = data
+    monkeypatch.setenv("GEMINI_API_KEY", "a-wrong-key")
+    out = tmp_path / "gemini.jsonl"
+    with serve(images, key_error=code) as fake:
+        rc = main(["caption", str(root), "--out", str(out), "--base-url", fake.url, "--workers", "4",
+                   "--rpm", "600000", "--attempts", "3"])
+    err = capsys.readouterr().err
+    assert rc == 1 and fake.rejected == 1
+    assert len(err.strip().splitlines()) == 1 and "Gemini stopped the run" in err and str(code) in err
+    assert CaptionStore(out).records() == []
+    assert "a-wrong-key" not in err
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--timeout", "0", "--timeout: must be a finite number > 0"), ("--timeout", "-5", "--timeout: must be"),
+    ("--attempts", "0", "--attempts: must be >= 1"), ("--rpm", "-1", "--rpm: must be a finite number > 0"),
+    ("--rpm", "0", "--rpm: must be"), ("--workers", "-3", "--workers: must be >= 1"),
+    ("--workers", "0", "--workers: must be >= 1")])
+def test_gemini_options_that_would_hang_or_never_request_are_refused_before_any_request(
+        data, key, capsys, tmp_path, option, value, says):
+    from textscd_lib.cli.main import main
+
+    root, images = data
+    with serve(images) as fake, pytest.raises(SystemExit) as exc:
+        main(["caption", str(root), "--out", str(tmp_path / "g.jsonl"), "--base-url", fake.url, option, value])
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert sum(fake.requests.values()) == 0 and not (tmp_path / "g.jsonl").exists()
+
+
+def test_the_library_refuses_the_same_settings_in_one_line():
+    from textscd_lib.text.gemini import GeminiConfig
+
+    for bad in (dict(timeout_s=0), dict(attempts=0), dict(workers=0), dict(rpm=-1)):
+        with pytest.raises(ValueError, match=f"gemini: {next(iter(bad))} must be"):
+            GeminiConfig(**bad)

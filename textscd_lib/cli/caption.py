@@ -3,8 +3,23 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import sys
+
+from textscd_lib.cli.options import int_at_least
+
+
+def _positive_float(text: str) -> float:
+    """A number > 0 (``--timeout``, ``--rpm``): 0 would wait forever or never start a request."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
 
 
 def register(sub) -> None:
@@ -16,17 +31,19 @@ def register(sub) -> None:
                        "Gemini runs resume: only pairs without an ok caption are requested.")
     p.add_argument("data_root", metavar="DATA_ROOT", help="SECOND-layout folder (mini-SECOND or prepared SECOND)")
     p.add_argument("--backend", choices=BACKENDS, default="gemini", help="caption source (default gemini)")
-    p.add_argument("--out", required=True, help="caption store to write/resume, e.g. captions.jsonl")
+    p.add_argument("--out", required=True, help="caption store to write/resume, e.g. captions.jsonl (a new file "
+                   "or a caption store; any other file is refused, never replaced)")
     p.add_argument("--split", default=None, help="only this split (default: every split)")
     g = p.add_argument_group("gemini")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"Gemini model (default {DEFAULT_MODEL})")
     g.add_argument("--prompt-file", default=None, help="a text file with another prompt (default: the paper's)")
-    g.add_argument("--workers", type=int, default=4, help="concurrent requests (default 4)")
-    g.add_argument("--rpm", type=float, default=10.0, help="requests per minute, retries included (default 10)")
+    g.add_argument("--workers", type=int_at_least(1), default=4, help="concurrent requests (default 4)")
+    g.add_argument("--rpm", type=_positive_float, default=10.0,
+                   help="requests per minute, retries included (default 10)")
     g.add_argument("--base-url", default=None, help="another endpoint (a proxy, a local fake server)")
-    g.add_argument("--limit", type=int, default=None, help="caption at most K pairs in this run")
-    g.add_argument("--attempts", type=int, default=5, help="tries per pair before it is stored as failed")
-    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    g.add_argument("--limit", type=int_at_least(0), default=None, help="caption at most K pairs in this run")
+    g.add_argument("--attempts", type=int_at_least(1), default=5, help="tries per pair before it is stored as failed")
+    g.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per request (default 60)")
     g.add_argument("--dry-run", action="store_true", help="say how many requests it would make; no key, no cost")
     o = p.add_argument_group("offline sources")
     o.add_argument("--noise", type=float, default=0.3, help="noisy: corruption probability P (default 0.3)")
@@ -66,8 +83,20 @@ def cmd_caption(args) -> int:
               f"about {summary['minutes_at_rpm']} min at {args.rpm:g} requests/min")
         return 0
     print(json.dumps(summary, indent=2))
+    return _verdict(summary, args.out)
+
+
+def _verdict(summary: dict, out: str) -> int:
+    """Exit code of a captioning run: 1 with one line on stderr when pairs failed or none has a caption."""
+    from textscd_lib.text.store import CaptionStore
+
+    if not CaptionStore(out).captions():
+        print(f"textscd caption: error: {out} holds no caption at all ({summary.get('failed', 0)} failed, "
+              f"{summary.get('missing', 0)} missing of {summary.get('pairs', 0)} pairs); nothing to train on",
+              file=sys.stderr)
+        return 1
     if summary.get("failed"):
         print(f"{summary['failed']} pair(s) failed after every retry (stored with their errors, not as captions); "
-              "run the same command again to retry only those.")
+              "run the same command again to retry only those.", file=sys.stderr)
         return 1
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from textscd_lib.common.lock import run_lock
+from textscd_lib.common.outputs import guard_output_file
 from textscd_lib.common.runs import clear_substitute, record_substitute
 from textscd_lib.data.second import find_pairs
 from textscd_lib.text import sources
@@ -27,7 +28,14 @@ from textscd_lib.text.gemini import (
     missing_key_message,
 )
 from textscd_lib.text.sources import DESCRIBER_VERSION
-from textscd_lib.text.store import BACKENDS, OFFLINE_BACKENDS, PAPER_PROMPT, CaptionStore, load_captions
+from textscd_lib.text.store import (
+    BACKENDS,
+    OFFLINE_BACKENDS,
+    PAPER_PROMPT,
+    CaptionStore,
+    load_captions,
+    looks_like_caption_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +88,13 @@ def caption_dataset(data_root: str | Path, backend: str, out: str | Path, **opts
     ``rpm``, ``base_url``, ``limit``, ``dry_run``, …).
 
     Holds the lock of the folder it writes (common/lock.py): the run folder for a store in
-    ``results/<run>/captions/``, else the store's folder; a second writer there is refused."""
-    out = Path(out)
+    ``results/<run>/captions/``, else the store's folder; a second writer there is refused.
+
+    ``out`` must be new, empty or a caption store (its first line one of our records): a file of any other
+    kind is refused before anything is read, repaired or replaced, as is ``out`` inside the data or equal to
+    the SECOND-CC file (:mod:`textscd_lib.common.outputs`; resuming or rewriting a store needs no --force)."""
+    out = guard_output_file(out, "caption store", inputs=[data_root, opts.get("file")], force=True,
+                            recognise=looks_like_caption_store)
     if opts.get("dry_run"):
         return _caption_dataset(data_root, backend, out, **opts)
     folder = out.parent.parent if out.parent.name == "captions" else out.parent

@@ -58,6 +58,17 @@ class GeminiConfig:
     progress: bool = True
     api_key: str | None = field(default=None, repr=False)  # default: from the environment; never stored
 
+    def __post_init__(self) -> None:
+        """Refuse settings that would hang (timeout 0), never request (attempts 0) or not start (workers,
+        rpm): one ValueError naming the option. ``rpm=0`` is accepted here as "no limit" (tests, proxies);
+        the command line asks for rpm > 0."""
+        checks = (("timeout_s", self.timeout_s > 0, "> 0 seconds"), ("attempts", self.attempts >= 1, ">= 1"),
+                  ("workers", self.workers >= 1, ">= 1"), ("rpm", self.rpm >= 0, ">= 0"),
+                  ("limit", self.limit is None or self.limit >= 0, ">= 0"))
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"gemini: {name} must be {rule}, got {getattr(self, name)}")
+
 
 class FatalGeminiError(RuntimeError):
     """An error that every further request would repeat (bad key, unknown model): the run stops."""
@@ -109,7 +120,7 @@ def make_client(api_key: str, base_url: str | None = None, timeout_s: float = 60
     from google import genai
     from google.genai import types
 
-    opts = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))  # timeout in milliseconds
+    opts = types.HttpOptions(base_url=base_url, timeout=max(1, round(timeout_s * 1000)))  # in ms; 0 = none
     return genai.Client(api_key=api_key, http_options=opts)
 
 
@@ -135,6 +146,13 @@ def _is_transport_error(err: Exception) -> bool:
                in ("httpx", "httpx2") for c in type(err).__mro__)
 
 
+def _is_bad_key(err: Exception) -> bool:
+    """A 400 that rejects the key (Google answers ``INVALID_ARGUMENT`` with reason ``API_KEY_INVALID``): every
+    further request would fail the same way."""
+    text = f"{err} {getattr(err, 'details', '')}"
+    return "API_KEY_INVALID" in text or "API key not valid" in text
+
+
 def _classify(err: Exception) -> str:
     """``retry`` (transient), ``fail`` (this pair only) or ``fatal`` (stop the run)."""
     from google.genai import errors
@@ -146,7 +164,7 @@ def _classify(err: Exception) -> str:
         code = err.code or 0
         if code in (408, 429) or code >= 500:
             return "retry"
-        if code in (401, 403, 404):
+        if code in (401, 403, 404) or (code == 400 and _is_bad_key(err)):
             return "fatal"
         return "fail"
     if _is_transport_error(err) or isinstance(err, (errors.UnknownApiResponseError, ValidationError, ValueError)):
@@ -243,6 +261,27 @@ def caption_with_gemini(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> 
         return _run(pairs, store, cfg)
 
 
+def _work_all(work, todo: list, workers: int, stop: threading.Event) -> None:
+    """``work(pair)`` for every pair on ``workers`` threads; the first FatalGeminiError stops the others (they
+    check ``stop`` before each request) and is raised once all have returned."""
+    fatal: FatalGeminiError | None = None
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="gemini") as pool:
+        futures = [pool.submit(work, p) for p in todo]
+        try:
+            for f in futures:
+                try:
+                    f.result()
+                except FatalGeminiError as e:
+                    stop.set()
+                    fatal = fatal or e
+        except KeyboardInterrupt:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    if fatal is not None:
+        raise fatal
+
+
 def _run(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> dict[str, Any]:
     store.repair()
     todo, counts = plan(pairs, store, cfg.limit)
@@ -275,19 +314,12 @@ def _run(pairs: list, store: CaptionStore, cfg: GeminiConfig) -> dict[str, Any]:
             bar.update(1)
 
     fatal: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=max(1, cfg.workers), thread_name_prefix="gemini") as pool:
-        futures = [pool.submit(work, p) for p in todo]
-        try:
-            for f in futures:
-                try:
-                    f.result()
-                except FatalGeminiError as e:
-                    stop.set()
-                    fatal = fatal or e
-        except KeyboardInterrupt:
-            stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    try:  # the first pair alone: a rejected key or model stops the run after one request, not one per worker
+        if todo:
+            work(todo[0])
+        _work_all(work, todo[1:], cfg.workers, stop)
+    except FatalGeminiError as e:
+        fatal = e
     bar.close()
     seconds = time.monotonic() - t0
     summary.update(stats, seconds=round(seconds, 2), pairs_per_min=round(60 * len(todo) / max(seconds, 1e-9), 1))

@@ -71,7 +71,7 @@ class CaptionStore:
     def append(self, record: dict[str, Any]) -> None:
         """Append one record, atomically and durably (thread-safe)."""
         record = {"time": round(time.time(), 3), **record}
-        if "pair" not in record or record.get("status") not in ("ok", "failed"):
+        if "pair" not in record or record.get("status") not in STATUSES:
             raise ValueError(f"{self.path}: a caption record needs 'pair' and status ok|failed: {record}")
         line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
@@ -113,37 +113,60 @@ class CaptionStore:
         self._checked = True
 
     def records(self) -> list[dict[str, Any]]:
-        """Every readable record in file order; unreadable lines (a killed writer's last line) are skipped."""
+        """Every record in file order (see :meth:`numbered_records`)."""
+        return [rec for _, rec in self.numbered_records()]
+
+    def numbered_records(self) -> list[tuple[int, dict[str, Any]]]:
+        """``[(line number, record)]`` in file order. A UTF-8 byte-order mark at the start is accepted silently
+        (editors on Windows write one). A half-written last line (no newline: a killed writer) is skipped;
+        other lines that are not JSON records are skipped with a warning naming their line numbers. Bytes that
+        are not UTF-8 and a status other than ok/failed are errors naming the file and line (a store is never
+        read with characters replaced or records silently dropped)."""
         if not self.path.is_file():
             return []
-        out, bad = [], 0
-        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(rec, dict) and "pair" in rec:
-                _check_types(rec, f"{self.path}:{number}")
-                out.append(rec)
+        lines = self.path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
+        cut = lines.pop()  # the bytes after the last newline: empty, or a half-written line
+        out, bad = [], []
+        for number, raw in enumerate(lines, 1):
+            rec = _parse_line(raw, f"{self.path}:{number}")
+            if rec is not None:
+                out.append((number, rec))
+            elif raw.strip():
+                bad.append(number)
+        if cut.strip():
+            try:  # a complete record without its newline (a hand-written file) counts; a cut one does not
+                last = _parse_line(cut, f"{self.path}:{len(lines) + 1}")
+            except ValueError:
+                last = None
+            if last is not None:
+                out.append((len(lines) + 1, last))
             else:
-                bad += 1
+                log.warning("%s:%d: a half-written last line (no newline; an interrupted run), skipped",
+                            self.path, len(lines) + 1)
         if bad:
-            log.warning("%s: skipped %d unreadable line(s)", self.path, bad)
+            log.warning("%s: skipped %d line(s) that are not caption records: line %s", self.path, len(bad),
+                        ", ".join(map(str, bad[:10])) + (" …" if len(bad) > 10 else ""))
         return out
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """One record per pair, merged deterministically: an ``ok`` record beats a ``failed`` one; among
-        records of the same status the one appended last wins. Sorted by pair name."""
-        best: dict[str, dict[str, Any]] = {}
-        for rec in self.records():
-            old = best.get(rec["pair"])
+        records of the same status the one appended last wins. Sorted by pair name. Several ok records of one
+        pair with different captions are a conflict: warned once with their count, and the last one wins."""
+        best: dict[str, tuple[int, dict[str, Any]]] = {}
+        conflicts: dict[str, list[int]] = {}
+        for number, rec in self.numbered_records():
+            line, old = best.get(rec["pair"], (0, None))
+            if old is not None and old.get("status") == rec.get("status") == "ok" \
+                    and old.get("caption") != rec.get("caption"):
+                conflicts.setdefault(rec["pair"], [line]).append(number)
             if old is None or not (old.get("status") == "ok" and rec.get("status") != "ok"):
-                best[rec["pair"]] = rec
-        return dict(sorted(best.items()))
+                best[rec["pair"]] = (number, rec)
+        if conflicts:
+            pair, where = min(conflicts.items())
+            log.warning("%s: %d pair(s) have several ok records with different captions (e.g. %s on lines %s); "
+                        "the last one in the file wins", self.path, len(conflicts), pair,
+                        ", ".join(map(str, where)))
+        return {k: rec for k, (_, rec) in sorted(best.items())}
 
     def captions(self) -> dict[str, str]:
         """``{pair: caption}`` for the pairs captioned successfully (status ok)."""
@@ -152,6 +175,44 @@ class CaptionStore:
     def failed(self) -> dict[str, str]:
         """``{pair: error}`` for the pairs whose latest attempt failed."""
         return {k: r.get("error") or "" for k, r in self.latest().items() if r.get("status") != "ok"}
+
+
+STATUSES = ("ok", "failed")
+
+
+def _parse_line(raw: bytes, where: str) -> dict[str, Any] | None:
+    """One line of a store as a checked record, None when it is not JSON or not a record (skipped with a
+    warning by the caller); ValueError naming ``where`` for bytes that are not UTF-8 or an unknown status."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); a caption "
+                         "store is UTF-8 JSONL: fix or delete that line") from None
+    if not text.strip():
+        return None
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(rec, dict) or "pair" not in rec:
+        return None
+    _check_types(rec, where)
+    if rec.get("status") not in STATUSES:
+        raise ValueError(f"{where}: unknown status {str(rec.get('status'))[:30]!r} of pair {rec['pair']!r} "
+                         f"(expected {' or '.join(STATUSES)}); fix or delete that line")
+    return rec
+
+
+def looks_like_caption_store(path: Path) -> bool:
+    """True when the first line of ``path`` is a caption record (a JSON object with ``pair`` and ``status``):
+    what ``textscd caption`` asks before it resumes, repairs or replaces a file."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 20).removeprefix(b"\xef\xbb\xbf")
+        rec = json.loads(first.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(rec, dict) and "pair" in rec and "status" in rec
 
 
 def _check_types(rec: dict[str, Any], where: str) -> None:
