@@ -13,6 +13,11 @@ over pred1 vs label1 and pred2 vs label2. Class 0 is "unchanged".
 The matrix is accumulated on the fly (on the GPU when the maps are there, without a host sync per batch);
 nothing keeps a list of predictions. Where the definition divides by zero the score is NaN, and
 ``scores()["nan_reasons"]`` says why — a NaN is reported, never hidden.
+
+Some toolboxes (torchange) compute a "SeK" over a 37-class from→to confusion instead (unchanged + 6×6
+transitions, a pixel right only when both dates are): :func:`scores_from_transitions`, labelled as such; its
+numbers are not comparable with the SECOND protocol's. Prediction folders are read in the layouts other
+methods write (:data:`PRED_LAYOUTS`, or a binary change folder scored for its change masks only).
 """
 
 from __future__ import annotations
