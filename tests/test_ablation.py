@@ -153,3 +153,60 @@ def test_seed_noise_takes_the_measured_spread_of_the_nearest_training_length():
     from pathlib import Path
     study = json.loads((Path(__file__).parents[1] / "results/seed-study/demo-6ep.json").read_text())["spread"]
     assert SEK_NOISE_BY_EPOCHS[6] == max(study["baseline"]["range"], study["textscd"]["range"])
+
+
+def test_verdict_from_predictions_alone_says_nothing_about_the_tgi():
+    """Committed predictions carry no model: the verdict keeps its SeK findings and drops the TGI sentence."""
+    t = _test_time({"(none)": 58.2, "oracle": 59.4, "empty": 54.5, "shuffled": 58.35})
+    with_model = Ab.text_verdict(t, _effect(0.2, 0.3), "oracle", noise=0.7)
+    alone = Ab.text_verdict(t, None, "oracle", noise=0.7)
+    assert alone == with_model[:-1] and "Inside" in with_model[-1]
+
+
+def test_caption_sets_without_a_scene_log_give_each_pair_the_next_pairs_caption(tmp_path, monkeypatch):
+    from textscd_lib.text import captions as C
+
+    def fake_store(root, source, run_path, record=True, **opts):  # the run's own captions: one store
+        from textscd_lib.text.store import CaptionStore
+
+        path = tmp_path / f"{source}.jsonl"
+        store = CaptionStore(path)
+        for n in ("a", "b", "c"):
+            store.append({"pair": n, "caption": f"caption of {n}", "backend": "gemini", "status": "ok"})
+        return path
+
+    monkeypatch.setattr(C, "ensure_captions", fake_store)
+    caps, how = Ab.caption_sets(tmp_path, tmp_path, ["a", "b", "c"],
+                                Ab.test_time_sources("gemini", [0.3], scene_log=False), scene_log=False)
+    assert list(caps) == ["gemini", "shuffled", "empty"]  # no noisy-P without a scene log
+    assert caps["shuffled"] == {"a": "caption of b", "b": "caption of c", "c": "caption of a"}
+    assert set(caps["empty"].values()) == {""} and "derangement" in how["shuffled"]["made"]
+
+
+def test_chapters_choose_their_own_models_only_when_chapter_05_made_both(tmp_path):
+    with pytest.raises(FileNotFoundError, match="textscd run --only 05"):
+        Ab.choose_predictions("run", tmp_path)
+    for kind in ("baseline", "textscd"):
+        (tmp_path / "checkpoints" / kind).mkdir(parents=True)
+        (tmp_path / "checkpoints" / kind / "best.pt").write_bytes(b"")
+    assert Ab.choose_predictions("auto", tmp_path) == ("models", None)
+    assert Ab.choose_predictions("run", tmp_path) == ("models", None)
+    with pytest.raises(FileNotFoundError, match="export_reference_predictions.py --run no-such-run"):
+        Ab.choose_predictions("no-such-run", tmp_path)
+
+
+def test_load_reference_names_the_missing_map(tmp_path):
+    import json
+
+    from PIL import Image
+
+    (tmp_path / "baseline" / "label1").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "baseline" / "label1" / "p.png")
+    (tmp_path / "manifest.json").write_text(json.dumps({"val_pairs": ["p"], "models": {"baseline": {}}}))
+    (tmp_path / "captions.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"baseline/label2/p\.png: missing"):
+        Ab.load_reference(tmp_path)
+    (tmp_path / "baseline" / "label2").mkdir()
+    Image.fromarray(np.full((4, 4), 3, np.uint8)).save(tmp_path / "baseline" / "label2" / "p.png")
+    _, preds, _ = Ab.load_reference(tmp_path)
+    assert preds["baseline"]["p"][1].tolist() == np.full((4, 4), 3).tolist()
