@@ -46,7 +46,10 @@ def test_same_records_whatever_layout_wrote_the_pngs(data, capsys):
     for layout in ("im1", "im1_rgb"):
         for a, b in zip(tables["label1"], tables[layout]):
             pd.testing.assert_frame_equal(a, b)
-    assert len(tables["im1"][1]) > 0 and set(tables["im1"][1]["kind"]) <= {"boundary", "isolated"}
+    comps = tables["im1"][1]
+    fa_miss = comps["error"].isin(["false alarm", "miss"])
+    assert len(comps) > 0 and set(comps.loc[fa_miss, "kind"]) <= {"boundary", "isolated"}
+    assert (comps["error"] == "wrong class").any() and comps.loc[~fa_miss, "kind"].isna().all()
 
 
 def test_compare_writes_both_methods_and_a_self_contained_report(data, capsys):
@@ -65,9 +68,37 @@ def test_compare_writes_both_methods_and_a_self_contained_report(data, capsys):
     assert ranking["wrong_diff"].abs().is_monotonic_decreasing
     page = (out / "report.html").read_text()
     assert not re.search(r"(src|href)=\"(https?:|//|file:)", page) and "<link" not in page
-    assert page.count("data:image/webp;base64,") == 2 * len(names)    # a thumbnail and a panel per tile
+    crops = page.count('<td data-v="1"><img')                       # component-browser rows with crops
+    assert crops > 0 and page.count("data:image/webp;base64,") == 2 * len(names) + crops   # + thumb, panel
+    assert "<svg" in page and "What each error type costs" in page
     assert all(f">{n}<" in page for n in names)
     assert Image.open(out / "errors" / "gallery.png").height > 3 * 128
+
+
+def test_attribution_tolerance_slices_and_both_sek_conventions_are_written(data, capsys):
+    tmp, root, _ = data
+    out = tmp / "out-costs"
+    assert run(tmp, root, tmp / "A-im1", out, "--compare", str(tmp / "B"), "--names", "TextSCD,Baseline") == 0
+    att = pd.read_csv(out / "errors" / "attribution.csv")
+    assert list(att.columns) == ["method", "error", "mode", "metric", "base", "fixed", "gain"]
+    sek = att[(att["metric"] == "SeK") & (att["mode"] == "progressive")]
+    for meth in ("TextSCD", "Baseline"):                               # everything fixed: SeK 100
+        assert sek[sek["method"] == meth].iloc[-1]["fixed"] == pytest.approx(100.0)
+    tol = pd.read_csv(out / "errors" / "tolerance.csv")
+    assert list(tol.columns) == ["method", "k", "k_share_of_diagonal", "metric", "value"]
+    assert sorted(tol["k"].unique()) == list(range(9))
+    sl = pd.read_csv(out / "errors" / "slices.csv")
+    assert {"size", "transition", "changed share of tile", "cause"} <= set(sl["slice"])
+    summary = json.loads((out / "errors" / "summary.json").read_text())
+    meth = summary["methods"]["TextSCD"]
+    assert "SeK (7x7, both dates; SECOND protocol, ours)" in meth
+    assert "SeK (37 from->to classes; some toolboxes, not comparable)" in meth
+    assert sum(meth["share of wrong pixels (%)"].values()) == pytest.approx(100.0)
+    assert summary["sanity"]["truth as prediction"]["SeK"] == 100 and summary["sanity"]["truth as prediction"][
+        "wrong pixels"] == 0
+    assert 0 <= summary["sanity"]["all unchanged"]["OA"] < 100
+    page = (out / "report.html").read_text()
+    assert "SeK (37 from-&gt;to classes; some toolboxes, not comparable)" in page and "all unchanged" in page
 
 
 def test_bad_prediction_folder_gives_one_line_per_problem_and_writes_nothing(data, tmp_path, capsys):

@@ -158,3 +158,55 @@ def shares(pixels: Mapping[str, int]) -> dict[str, float]:
     """Each error type's share (%) of the wrong pixels; they add to 100 (NaN when nothing is wrong)."""
     total = sum(int(pixels.get(t, 0)) for t in ERROR_TYPES)
     return {t: (100 * int(pixels.get(t, 0)) / total if total else float("nan")) for t in ERROR_TYPES}
+
+
+SIZE_BINS = (0, 16, 64, 256, 1024, 4096)          # component area in px: <16, 16-63, ..., >=4096
+CHANGED_BINS = (0.0, 0.05, 0.2, 0.5)             # changed share of the tile: none, <5 %, 5-20 %, 20-50 %, >=50 %
+SLICE_COLUMNS = ("method", "slice", "value", "error", "components", "pixels",
+                 *(f"gain_{m}" for m in METRICS))
+
+
+def size_bin(area) -> np.ndarray:
+    """'<16 px', '16–63 px', ..., '≥4096 px' for component areas (chapter 06 slices)."""
+    edges = SIZE_BINS[1:]
+    names = [f"<{edges[0]} px", *(f"{a}–{b - 1} px" for a, b in zip(edges, edges[1:])), f"≥{edges[-1]} px"]
+    return np.array(names, dtype=object)[np.searchsorted(edges, np.asarray(area), side="right")]
+
+
+def changed_bin(share) -> np.ndarray:
+    """'no change', '<5 %', '5–20 %', '20–50 %', '≥50 %' for the changed share of a tile (chapter 06 slices)."""
+    share = np.asarray(share, float)
+    names = np.array(["<5 %", "5–20 %", "20–50 %", "≥50 %"], dtype=object)
+    out = names[np.clip(np.searchsorted(CHANGED_BINS[1:], share, side="right"), 0, 3)]
+    return np.where(share <= 0, "no change", out)
+
+
+def slice_table(H: np.ndarray, components: pd.DataFrame, component_delta: np.ndarray, changed_share: Mapping,
+                method: str = "A") -> pd.DataFrame:
+    """Component counts, pixels and the gain of fixing just those components (isolated oracle fix, ×100) per
+    slice of the components (chapter 06): size bin, transition (predicted for a false alarm, true otherwise),
+    the changed share of the tile (``changed_share[tile]``, 0..1), cause (scene log) and what the caption
+    names; each per error type and over ``all`` types. Columns :data:`SLICE_COLUMNS`."""
+    c = components.reset_index(drop=True)
+    if c.empty:
+        return pd.DataFrame(columns=list(SLICE_COLUMNS))
+    err = (c["error"] + " " + c["kind"].fillna("")).str.strip()
+    dims = {"size": size_bin(c["area"]),
+            "transition": np.where(c["error"] == "false alarm", c["predicted"], c["true"]),
+            "changed share of tile": changed_bin(c["tile"].map(changed_share).fillna(0).to_numpy()),
+            "cause": c["cause"].fillna("").to_numpy(), "caption names": c["caption_names"].fillna("").to_numpy()}
+    base = fixed_scores(H)
+    delta = np.asarray(component_delta, np.int64).reshape(len(c), -1)
+    rows = []
+    for dim, values in dims.items():
+        if not (pd.Series(values) != "").any():
+            continue                                  # no scene log / no captions: no such slice
+        for error in ("all", *ERROR_TYPES):
+            sel = np.ones(len(c), bool) if error == "all" else (err == error).to_numpy()
+            for value in sorted(set(values[sel])):
+                m = sel & (values == value)
+                s = fixed_scores(H, delta[m].sum(0).reshape(N, N))
+                rows.append({"method": method, "slice": dim, "value": value, "error": error,
+                             "components": int(m.sum()), "pixels": int(c.loc[m, "area"].sum()),
+                             **{f"gain_{k}": s[k] - base[k] for k in METRICS}})
+    return pd.DataFrame(rows, columns=list(SLICE_COLUMNS))

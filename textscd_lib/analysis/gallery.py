@@ -124,6 +124,8 @@ def tile_row(im1: np.ndarray, im2: np.ndarray, label: tuple, pred_a: tuple, comp
     """One gallery row (chapter 06): date 1 and date 2 with A's component outlines, truth 1 | 2, A 1 | 2,
     B 1 | 2 (when ``pred_b``), and a zoom on A's largest component; ``comps_a`` are A's component records of this
     tile (a data frame with columns error, id, area, kind, r0, c0, r1, c1). ``title`` goes on top."""
+    if len(comps_a):
+        comps_a = comps_a[comps_a["error"].isin(("false alarm", "miss"))]    # wrong classes have no outline
     iso = {e: set(comps_a.loc[(comps_a["error"] == e) & (comps_a["kind"] == "isolated"), "id"])
            for e in ("false alarm", "miss")} if len(comps_a) else {}
     err = error_map(*pred_a, *label)
@@ -154,6 +156,27 @@ def tile_row(im1: np.ndarray, im2: np.ndarray, label: tuple, pred_a: tuple, comp
         draw.text((x + 2, top - HEADER_PX + 2), head, fill=TEXT_RGB, font=f)
         out.paste(p, (x, top))
         x += p.width + 4
+    return out
+
+
+def component_strip(im1: np.ndarray, im2: np.ndarray, label: tuple, pred: tuple, box: Sequence[int],
+                    size: int = 48) -> Image.Image:
+    """One component of the report's component browser (chapter 06): a square crop around its box ``(r0, c0,
+    r1, c1)`` of date 1, date 2, truth 1 | 2 and prediction 1 | 2 (SECOND colours), ``size`` px each, the
+    component's box drawn in magenta on every panel."""
+    h, w = np.asarray(label[0]).shape
+    r0, c0, r1, c1 = zoom_box(box, (h, w), min_side=16, max_side=max(16, min(h, w)))
+    k = size / (r1 - r0)
+    mark = [int((box[1] - c0) * k), int((box[0] - r0) * k), int((box[3] - c0) * k) - 1, int((box[2] - r0) * k) - 1]
+    parts = [np.asarray(im1)[r0:r1, c0:c1], np.asarray(im2)[r0:r1, c0:c1],
+             *(COLORS[np.asarray(m)[r0:r1, c0:c1].astype(np.int64)] for m in (*label, *pred))]
+    out = Image.new("RGB", (6 * size + 22, size), BG_RGB)
+    x = 0
+    for i, part in enumerate(parts):
+        im = _square(part, size, framed=i >= 2)
+        ImageDraw.Draw(im).rectangle(mark, outline=FA_RGB)
+        out.paste(im, (x, 0))
+        x += size + (8 if i in (1, 3) else 2)
     return out
 
 

@@ -20,23 +20,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from textscd_lib.analysis import attribution as A
 from textscd_lib.analysis import gallery as G
 from textscd_lib.analysis import report as R
-from textscd_lib.analysis.errors import ERROR_CATEGORIES, RANKINGS, error_map, rank_tiles
-from textscd_lib.analysis.records import (
-    BOUNDARY_PX,
-    COMPONENT_COLUMNS,
-    confusion_of,
-    distance_to,
-    tile_records,
-)
+from textscd_lib.analysis.errors import ERROR_CATEGORIES, FALSE_ALARM, RANKINGS, error_map, rank_tiles
+from textscd_lib.analysis.records import BOUNDARY_PX, COMPONENT_COLUMNS, distance_to, tile_analysis
 from textscd_lib.common.io import atomic_write, atomic_write_json, atomic_write_text
 from textscd_lib.data.second import image_files, read_image, read_label
 from textscd_lib.data.synthetic import read_scene_log
-from textscd_lib.metrics import METRIC_COLUMNS, match_predictions, read_truth, scores_from_confusion
+from textscd_lib.metrics import (
+    METRIC_COLUMNS,
+    match_predictions,
+    read_truth,
+    scores_from_confusion,
+    scores_from_transitions,
+)
 from textscd_lib.text.store import load_captions
 
-THUMB_PX, PANEL_PX, GALLERY_PX = 56, 96, 128
+THUMB_PX, PANEL_PX, GALLERY_PX, CROP_PX = 56, 96, 128, 40
+CROPS_PER_TYPE = 20       # component-browser rows with crops: the largest N per error type and method
+BROWSER_ROWS = 600        # component-browser rows per error type and method (the largest)
+SEK_LABELS = {"SeK": "SeK (7x7, both dates; SECOND protocol, ours)",
+              "SeK_37": "SeK (37 from->to classes; some toolboxes, not comparable)"}
 
 
 @dataclass
@@ -53,6 +58,10 @@ class Analysis:
     gallery: object
     html: str
     facts: list[str] = field(default_factory=list)
+    attribution: pd.DataFrame | None = None
+    tolerance: pd.DataFrame | None = None
+    slices: pd.DataFrame | None = None
+    extra: dict = field(default_factory=dict)      # sanity lines, both SeK conventions, shares (summary.json)
 
 
 def find_scene_log(gt_root: Path) -> dict[str, dict] | None:
@@ -72,20 +81,20 @@ def _images(gt_label_dir: Path, name: str, shape: tuple[int, int]) -> tuple[np.n
 
 
 def _tile_job(job: tuple) -> tuple:
-    """Records, thumbnail and report panel of one tile (a picklable job for the process pool)."""
+    """Records, confusions, fix deltas, thumbnail and report panel of one tile (a picklable job for the pool)."""
     name, gt_paths, img_dir, pa, pb, caption, scene, boundary_px, names = job
     label = read_truth(*gt_paths)
     preds = [tuple(read_label(q) for q in pa)] + ([tuple(read_label(q) for q in pb)] if pb else [])
     dist = distance_to(label[0] > 0)   # to the true change: the same for both methods
-    recs = [tile_records(name, p, label, caption, scene, boundary_px, dist) for p in preds]
-    Hs = [confusion_of(p, label) for p in preds]
+    res = [tile_analysis(name, p, label, caption, scene, boundary_px, dist) for p in preds]
     im1, im2 = _images(img_dir, name, label[0].shape)
-    comps_a = pd.DataFrame(recs[0][1], columns=list(COMPONENT_COLUMNS))
+    comps_a = pd.DataFrame(res[0].components, columns=list(COMPONENT_COLUMNS))
     iso = {e: set(comps_a.loc[(comps_a["error"] == e) & (comps_a["kind"] == "isolated"), "id"])
            for e in ("false alarm", "miss")}
     thumb = R.data_uri(G._square(G.outlined(im2, error_map(*preds[0], *label), iso, THUMB_PX), THUMB_PX))
     panel = G.tile_row(im1, im2, label, preds[0], comps_a, preds[1] if pb else None, names, PANEL_PX)
-    return name, recs, Hs, thumb, R.data_uri(panel)
+    truth_wrong = int((error_map(*label, *label) >= FALSE_ALARM).sum())   # the truth scored as a prediction
+    return name, res, truth_wrong, thumb, R.data_uri(panel)
 
 
 def analyse_folders(pred: str | Path, gt: str | Path, compare: str | Path | None = None,
@@ -104,34 +113,112 @@ def analyse_folders(pred: str | Path, gt: str | Path, compare: str | Path | None
     methods = [names[0]] + ([names[1]] if compare is not None else [])
     m = [match_predictions(p, gt, split, strict=strict) for p in [pred] + ([compare] if compare else [])]
     facts = []
-    for meth, mm in zip(methods, m):
-        facts.append(f"{meth}: {mm['pred_dirs'][0].parent} — {mm['layout']}")
+    for meth, mm, folder in zip(methods, m, (pred, compare)):
+        facts.append(f"{meth}: {_shown(mm['pred_dirs'][0], folder)}, {_shown(mm['pred_dirs'][1], folder)} — "
+                     f"{mm['layout']}")
         log(f"{meth}: read {mm['pred_dirs'][0]} and {mm['pred_dirs'][1]} ({mm['layout']})")
     caps = load_captions(captions) if captions else None
     gt_dir = Path(next(iter(m[0]["gt"].values()))[0]).parent.parent
     scene_log = find_scene_log(gt_dir)
-    facts.append(f"truth: {gt_dir}; scene log: {'yes' if scene_log else 'none (no cause column)'}; captions: "
-                 f"{captions or 'none'}; boundary = within {boundary_px} px")
+    facts.append(f"truth: {_shown(gt_dir, gt)}; scene log: {'yes' if scene_log else 'none (no cause column)'}; "
+                 f"captions: {Path(captions).name if captions else 'none'}; boundary = within {boundary_px} px")
     log(facts[-1])
     jobs = [(n, m[0]["gt"][n], gt_dir, m[0]["pred"][n], m[1]["pred"][n] if compare else None,
              caps.get(n) if caps is not None else None, (scene_log or {}).get(n), boundary_px, names)
             for n in m[0]["names"]]
     results = _run(jobs, workers, progress)
-    tiles, comps, H = {}, {}, {}
+    tiles, comps, pooled = {}, {}, {}
     for k, meth in enumerate(methods):
-        tiles[meth] = pd.DataFrame([r[1][k][0] for r in results]).set_index("tile")
-        comps[meth] = pd.DataFrame([c for r in results for c in r[1][k][1]], columns=list(COMPONENT_COLUMNS))
-        H[meth] = sum(r[2][k] for r in results)
-    scores = {meth: scores_from_confusion(H[meth]) for meth in methods}
+        tiles[meth] = pd.DataFrame([r[1][k].row for r in results]).set_index("tile")
+        comps[meth] = pd.DataFrame([c for r in results for c in r[1][k].components], columns=list(COMPONENT_COLUMNS))
+        pooled[meth] = _pool([r[1][k] for r in results])
+    scores = {meth: scores_from_confusion(pooled[meth]["H"]) for meth in methods}
+    costs = _costs(tiles, comps, pooled, methods, sum(r[2] for r in results))
     ranking = rank_tiles(tiles[methods[0]], rank_by, compare=tiles.get(names[1]))
-    thumbs = {r[0]: r[3] for r in results}
-    panels = {r[0]: r[4] for r in results}
     gallery = _gallery(ranking.index[:top], m, gt_dir, tiles, comps, caps, names, compare is not None)
+    browser = _browser(comps, m, gt_dir, methods)
     details = {n: _details(n, comps[methods[0]], caps) for n in tiles[methods[0]].index}
     table = _tile_table(tiles, methods)
     page = R.render(f"False detections: {' vs '.join(methods)}", facts, summaries(tiles, comps, scores, methods),
-                    table.loc[ranking.index], list(table.columns), thumbs, panels, details)
-    return Analysis(methods, tiles, comps, scores, ranking, rank_by, gallery, page, facts)
+                    table.loc[ranking.index], list(table.columns), {r[0]: r[3] for r in results},
+                    {r[0]: r[4] for r in results}, details,
+                    costs=R.Costs(costs["attribution"], costs["tolerance"], costs["extra"], methods, browser))
+    return Analysis(methods, tiles, comps, scores, ranking, rank_by, gallery, page, facts, costs["attribution"],
+                    costs["tolerance"], costs["slices"], costs["extra"])
+
+
+def _shown(path: Path, given: str | Path | None) -> str:
+    """``path`` as the user named it: relative to the folder given on the command line (its name first), so no
+    absolute machine path reaches the report."""
+    given = Path(given) if given is not None else Path(path)
+    try:
+        rel = Path(path).resolve().relative_to(given.resolve())
+    except ValueError:
+        return Path(path).name + "/"
+    return f"{given.name}/{rel.as_posix()}/".replace("/./", "/") if str(rel) != "." else f"{given.name}/"
+
+
+def _pool(res: list) -> dict:
+    """The tiles of one method pooled: H, T, the fix deltas per type and per tolerance bin, and the component
+    deltas (in component order)."""
+    k = len(A.ERROR_TYPES)
+    return {"H": sum((r.H for r in res), np.zeros((7, 7), np.int64)),
+            "T": sum((r.T for r in res), np.zeros((37, 37), np.int64)),
+            "type": sum((r.type_delta for r in res), np.zeros((k, 7, 7), np.int64)),
+            "tolerance": sum((r.tolerance_delta for r in res), np.zeros((len(A.TOLERANCE_PX), 7, 7), np.int64)),
+            "components": np.concatenate([r.component_delta.reshape(-1, 49) for r in res] or [np.zeros((0, 49))])}
+
+
+def _costs(tiles: dict, comps: dict, pooled: dict, methods: list[str], truth_wrong: int) -> dict:
+    """Attribution, tolerance curve, slices and the summary lines (sanity, both SeK conventions, shares)."""
+    first = tiles[methods[0]]
+    side = math.hypot(*[math.sqrt(first["pixels"].mean())] * 2) if len(first) else 0.0
+    share = (first["changed"] / first["pixels"]).to_dict() if len(first) else {}
+    att, tol, sl, extra = [], [], [], {"SeK conventions": SEK_LABELS, "methods": {}}
+    for meth in methods:
+        p = pooled[meth]
+        att.append(A.attribution_table(p["H"], p["type"], meth))
+        tol.append(A.tolerance_curve(p["H"], p["tolerance"], side, meth))
+        sl.append(A.slice_table(p["H"], comps[meth], p["components"], share, meth))
+        s37 = scores_from_transitions(p["T"])
+        t = tiles[meth]
+        px = {"false alarm boundary": int(t["fa_boundary_px"].sum()), "false alarm isolated":
+              int(t["fa_isolated_px"].sum()), "miss boundary": int(t["miss_boundary_px"].sum()),
+              "miss isolated": int(t["miss_isolated_px"].sum()), "wrong class": int(t["wc_px"].sum())}
+        extra["methods"][meth] = {
+            SEK_LABELS["SeK"]: round(100 * A._clean(scores_from_confusion(p["H"])["SeK"]), 4),
+            SEK_LABELS["SeK_37"]: round(100 * A._clean(s37["SeK"]), 4),
+            "wrong pixels by type": px, "share of wrong pixels (%)": {k: round(v, 4) for k, v in A.shares(px).items()},
+            "components by type": comps[meth].assign(_t=(comps[meth]["error"] + " " + comps[meth]["kind"]
+                                                         .fillna("")).str.strip())["_t"].value_counts().to_dict()}
+    sanity = A.sanity_scores(pooled[methods[0]]["H"])
+    sanity["truth as prediction"]["wrong pixels"] = truth_wrong
+    extra["sanity"] = {k: {m: (round(v, 4) if isinstance(v, float) else v) for m, v in d.items()}
+                       for k, d in sanity.items()}
+    return {"attribution": pd.concat(att, ignore_index=True), "tolerance": pd.concat(tol, ignore_index=True),
+            "slices": pd.concat(sl, ignore_index=True), "extra": extra}
+
+
+def _browser(comps: dict, m: list, gt_dir: Path, methods: list[str]) -> pd.DataFrame:
+    """The component browser's rows: per method and error type the :data:`BROWSER_ROWS` largest components,
+    the :data:`CROPS_PER_TYPE` largest of them with a crop strip (``crop``: a data URI, else "")."""
+    parts = []
+    for k, meth in enumerate(methods):
+        c = comps[meth].assign(method=meth, type=(comps[meth]["error"] + " " + comps[meth]["kind"].fillna(""))
+                               .str.strip(), crop="")
+        c = c.sort_values(["type", "area", "tile", "id"], ascending=[True, False, True, True], kind="stable")
+        c = c.groupby("type", sort=False).head(BROWSER_ROWS)
+        rank = c.groupby("type", sort=False).cumcount()
+        want = c[rank < CROPS_PER_TYPE]
+        for tile, rows in want.groupby("tile"):
+            label = read_truth(*m[0]["gt"][tile])
+            pred = tuple(read_label(q) for q in m[k]["pred"][tile])
+            im1, im2 = _images(gt_dir, tile, label[0].shape)
+            for i, r in rows.iterrows():
+                strip = G.component_strip(im1, im2, label, pred, (r.r0, r.c0, r.r1, r.c1), CROP_PX)
+                c.at[i, "crop"] = R.data_uri(strip, quality=70)
+        parts.append(c)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def _run(jobs: list, workers: int, progress: bool) -> list:
@@ -229,23 +316,34 @@ def summaries(tiles: dict, comps: dict, scores: dict, methods: list[str]) -> lis
 
 
 def write_outputs(a: Analysis, out: str | Path) -> dict[str, Path]:
-    """Write errors/tiles.csv, errors/components.csv, errors/ranking.csv, errors/summary.json,
-    errors/gallery.png and report.html under ``out``, each atomically (chapter 06, ``textscd errors``)."""
+    """Write errors/tiles.csv, errors/components.csv, errors/ranking.csv, errors/attribution.csv,
+    errors/tolerance.csv, errors/slices.csv, errors/summary.json, errors/gallery.png and report.html under ``out``, each atomically (chapter 06, ``textscd errors``)."""
     out = Path(out)
     tiles = pd.concat({meth: t for meth, t in a.tiles.items()}, names=["method"]).reset_index()
     comps = pd.concat({meth: c for meth, c in a.components.items()}, names=["method", "_"]).reset_index(0)
     paths = {"tiles": atomic_write_text(out / "errors" / "tiles.csv", tiles.to_csv(index=False)),
              "components": atomic_write_text(out / "errors" / "components.csv", comps.to_csv(index=False)),
              "ranking": atomic_write_text(out / "errors" / "ranking.csv", a.ranking.to_csv())}
+    for key, df in (("attribution", a.attribution), ("tolerance", a.tolerance), ("slices", a.slices)):
+        if df is not None:
+            paths[key] = atomic_write_text(out / "errors" / f"{key}.csv", df.to_csv(index=False))
     keep = ("OA", "mIoU", "SeK", "F_scd", "pixels", "nan_reasons")
-    paths["summary"] = atomic_write_json(out / "errors" / "summary.json", {
+    paths["summary"] = atomic_write_json(out / "errors" / "summary.json", _nan_free({
         "methods": a.methods, "rank_by": a.rank_by, "facts": a.facts, "tiles": len(a.ranking),
-        "scores": {m: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items() if k in keep}
-                   for m, s in a.scores.items()}})
+        "scores": {m: {k: v for k, v in s.items() if k in keep} for m, s in a.scores.items()}, **a.extra}))
     if a.gallery is not None:
         paths["gallery"] = atomic_write(out / "errors" / "gallery.png", lambda p: a.gallery.save(p, format="PNG"))
     paths["report"] = atomic_write_text(out / "report.html", a.html)
     return paths
+
+
+def _nan_free(v):
+    """JSON-safe: NaN floats become null, recursively."""
+    if isinstance(v, dict):
+        return {k: _nan_free(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_nan_free(x) for x in v]
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def export_maps(preds: dict, out: str | Path) -> Path:
