@@ -43,11 +43,18 @@ def register(sub) -> None:
     r.set_defaults(func=cmd_prepare)
 
 
+def val_fraction(v: float) -> float:
+    """``--val-fraction``: a share strictly between 0 and 1 (0 or 1 and beyond leave a split empty)."""
+    if not 0 < v < 1:
+        raise ValueError(f"--val-fraction {v}: must lie strictly between 0 and 1 (the share of pairs in val/)")
+    return v
+
+
 def cmd_synth(args) -> int:
     from textscd_lib.data.synthetic import synthesize
 
     t0 = time.perf_counter()
-    out = synthesize(args.out, args.pairs, args.size, args.seed, args.ambiguity, args.val_fraction,
+    out = synthesize(args.out, args.pairs, args.size, args.seed, args.ambiguity, val_fraction(args.val_fraction),
                      workers=args.workers, force=args.force)
     meta = json.loads((out / "mini_second.json").read_text())
     print(f"wrote {args.pairs} pairs at {args.size}x{args.size} to {out} in {time.perf_counter() - t0:.1f} s "
@@ -70,7 +77,7 @@ def cmd_prepare(args) -> int:
     from textscd_lib.data.prepare import prepare_second
 
     # a bad source raises SecondFormatError (a ValueError naming every file): exit 2, as any input error
-    summary = prepare_second(args.src, args.out, args.split_file, args.val_fraction, args.seed)
+    summary = prepare_second(args.src, args.out, args.split_file, val_fraction(args.val_fraction), args.seed)
     print(f"prepared {summary['dst']}: {summary['counts']} ({summary['files_copied']} files copied, "
           f"{summary['files_removed']} stale files removed)")
     return 0

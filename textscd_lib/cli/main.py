@@ -7,16 +7,19 @@ tests call; the library is imported inside the handlers, so ``textscd --help`` d
 
 Exit codes, the same for every subcommand: 0 ok; 1 the command ran and failed (a dataset with problems, captions
 that failed, a diverged training, a run folder held by another process); 2 usage: a bad option (argparse) or an
-input the user can fix (a missing file, a refused setting), printed as one line without a traceback;
-130 interrupted. Anything else is unexpected and keeps its traceback (``-v`` shows tracebacks for all).
+input the user can fix (a missing file, a refused setting, a read-only or not writable results folder), printed
+as one line without a traceback; 130 interrupted. A full disk (or quota) is a failure in words, exit 1, with the
+folder named; the writers are atomic (``textscd_lib.common.io``), so nothing is left half-written. Anything else is unexpected and keeps its traceback (``-v`` shows tracebacks for all).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from textscd_lib import __version__
 
@@ -49,8 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# a folder that cannot be written: the user picks another (2); a full disk or quota: a failure in words (1)
+WRITE_ERRORS = {errno.EROFS: 2, errno.EACCES: 2, errno.EPERM: 2, errno.ENOSPC: 1, errno.EDQUOT: 1}
+
+
+def write_error(e: BaseException) -> str | None:
+    """One line naming the folder that could not be written, for the OSErrors of :data:`WRITE_ERRORS`."""
+    if not isinstance(e, OSError) or e.errno not in WRITE_ERRORS:
+        return None
+    name = Path(e.filename) if e.filename else None
+    folder = name if name is None or name.is_dir() else name.parent
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the file system is read-only"}.get(e.errno, "permission denied")
+    where = f"cannot write into {folder}" if folder else "cannot write the results"
+    return (f"{where}: {what} ({e.strerror or e}); nothing was left half-written. Free space or choose "
+            "another folder (--results-root, --out-dir, --out)")
+
+
 def exit_code(e: BaseException) -> int | None:
     """2 for an input the user can fix, 1 for a failure the library reported in words, None: unexpected."""
+    if isinstance(e, OSError) and e.errno in WRITE_ERRORS:
+        return WRITE_ERRORS[e.errno]
     if isinstance(e, (CLIError, ValueError, FileNotFoundError, NotADirectoryError)):
         return 2
     for module, name in FAILURES:
@@ -78,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         code = exit_code(e)
         if code is None or args.verbose:
             raise
-        print(f"textscd {args.command}: error: {e}", file=sys.stderr)
+        print(f"textscd {args.command}: error: {write_error(e) or e}", file=sys.stderr)
         return code
 
 

@@ -8,6 +8,8 @@ Its inputs are given, not made: ``--data-root`` (``textscd data synth`` / ``prep
 ``torchrun --nproc_per_node=N -m textscd_lib train --run-name NAME ...`` (``--run-name``, not ``--run``: torchrun
 would take ``--run`` for its own ``--run-path``).
 ``evaluate`` scores predictions stored in the SECOND layout with :func:`textscd_lib.metrics.score_folders`.
+``convert-checkpoint`` rewrites a checkpoint of the previous format (pickled objects, which ``train --resume``
+and ``predict`` never unpickle) as the portable one; it unpickles the file, so only for a file the user trusts.
 
 Offline substitutes (mini-SECOND, oracle captions, MiniLM, random ResNet34) are announced once each on stderr:
 ``train`` records them with :func:`textscd_lib.common.runs.record_substitute`, which logs the line at INFO, and the
@@ -41,6 +43,10 @@ def add_config_options(p, cls=TrainConfig, defaults: dict | None = None, shown: 
                        choices=meta.get("choices"), help=f"{meta['help']} (default {said})")
 
 
+CONVERT_WARNING = ("This UNPICKLES OLD, which runs any code the file carries: only run it on a file you trust "
+                   "(one your own training wrote), never on a checkpoint from elsewhere.")
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train Baseline or TextSCD on a prepared data folder (paper recipe by default)",
                        description="Train Baseline or TextSCD; every TrainConfig option is a flag. Inputs: "
@@ -49,6 +55,14 @@ def register(sub) -> None:
     add_config_options(p, defaults={"run": None}, shown={"run": "a new run, train-<date>-<time>"})
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("convert-checkpoint", help="rewrite an old-format checkpoint as the portable format "
+                       "(UNPICKLES it: only a file you trust)",
+                       description=CONVERT_WARNING + " It writes NEW in the portable format (plain tensors and "
+                       "Python values), which textscd train --resume and textscd predict load without running code.")
+    p.add_argument("old", metavar="OLD", help="checkpoint of the previous format (a last.pt or best.pt you trust)")
+    p.add_argument("--out", required=True, metavar="NEW", help="the portable checkpoint to write (a new file)")
+    p.set_defaults(func=cmd_convert_checkpoint)
 
     p = sub.add_parser("evaluate", help="score predicted maps (SECOND layout) against ground truth",
                        description="OA, mIoU, SeK, F_scd from one 7×7 confusion matrix over both dates "
@@ -63,6 +77,7 @@ def register(sub) -> None:
 
 def cmd_train(args) -> int:
     from textscd_lib.cli.stages import given_path
+    from textscd_lib.common.device import pick_device
     from textscd_lib.engine.stages import (
         check_data_folder,
         default_run_name,
@@ -80,7 +95,8 @@ def cmd_train(args) -> int:
             raise ValueError("under torchrun give the run a name (--run-name NAME): every rank must write the "
                              "same run folder")
         opts["run"] = default_run_name()
-    cfg = TrainConfig(**opts)
+    cfg = TrainConfig(**opts).check()
+    pick_device(cfg.device)  # a bogus device, or cuda without a GPU: one line before anything is written
     check_data_folder(cfg.data_root)  # the inputs first: a missing one is refused before anything is written
     if cfg.model != "baseline" and cfg.text_features:  # what the features were made from, as the run records it
         cfg.captions, cfg.text_encoder = features_origin(cfg.text_features)
@@ -105,6 +121,16 @@ def cmd_train(args) -> int:
     print(f"  predictions: textscd predict --checkpoint {res['paths']['best']} --data {cfg.data_root}"
           + (f" --features {cfg.text_features}" if cfg.text_features and cfg.model != "baseline" else "")
           + " --out DIR")
+    return 0
+
+
+def cmd_convert_checkpoint(args) -> int:
+    from textscd_lib.cli.stages import given_path
+    from textscd_lib.engine.checkpoints import convert_checkpoint
+
+    print(f"textscd convert-checkpoint: {CONVERT_WARNING}", file=sys.stderr)
+    new = convert_checkpoint(given_path(args.old), given_path(args.out))
+    print(f"wrote {new} (portable: loads with weights_only=True, no code runs)")
     return 0
 
 

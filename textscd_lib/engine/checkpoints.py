@@ -15,15 +15,23 @@ code or numpy objects), written atomically by :mod:`textscd_lib.engine.trainer`:
   settings (:data:`RESUME_KEYS`, or text features made from other captions) is refused, naming each difference.
 
 A checkpoint that cannot be read (zero bytes, truncated by a killed copy, not a checkpoint) is named in one line
-with what to do (:class:`CheckpointError`).
+with what to do (:class:`CheckpointError`). Loading never runs code: every read is ``weights_only=True``, with no
+fallback. A file that holds pickled objects (the previous format pickled numpy RNG states; a crafted file pickles
+whatever it likes) is refused in one line naming :func:`convert_checkpoint` (``textscd convert-checkpoint``), which
+unpickles on the user's word that the file is trusted and writes the portable format.
+
+A checkpoint records the data it was trained on (``data_root`` and :func:`data_fingerprint`): a resume on other
+data is refused like a resume with other settings.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import pickle
+import re
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -31,9 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textscd_lib.common.io import atomic_write_json, atomic_write_text
+from textscd_lib.common.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from textscd_lib.common.paths import resolve
+from textscd_lib.data.second import find_pairs
 from textscd_lib.models.textscd import build_model
+from textscd_lib.text.features import scene_log_digest
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +51,38 @@ FORMAT = "textscd-checkpoint/2"
 
 # trajectory-defining fields: a resume with other values would not continue the same run
 RESUME_KEYS = ("model", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "poly_power",
-               "size", "seed", "captions", "text_encoder", "width", "max_steps_per_epoch", "normalization")
+               "size", "seed", "captions", "text_encoder", "width", "tail", "max_steps_per_epoch", "normalization")
+
+
+CONVERT = "textscd convert-checkpoint {path} --out NEW.pt"
+
+# the temporary names of common.io.atomic_write for the files the trainer writes into its checkpoint folder
+OWN_FILES = ("last.pt", "best.pt", "log.csv", "log.json")
+TEMP_NAME = re.compile(r"\.(?:" + "|".join(re.escape(n) for n in OWN_FILES) + r")\.[A-Za-z0-9_]+\.tmp")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read; the message names it and says what to do."""
+
+
+def data_fingerprint(data_root: str | Path) -> str:
+    """16 hex digits identifying a data folder's content without reading its images: its scene log (a
+    mini-SECOND) and every pair's split, name and file sizes. Two mini-SECONDs with the same pair names differ."""
+    root = Path(data_root)
+    rows = [[p.split, p.name, *(f.stat().st_size for f in p.files)] for p in find_pairs(root)]
+    blob = repr([scene_log_digest(root), sorted(rows)])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def clean_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporary files a killed checkpoint write left in ``folder`` (only names of our own atomic
+    writes of :data:`OWN_FILES`, ``.last.pt.XXXX.tmp``); called under the folder's lock. Returns them."""
+    folder = Path(folder)
+    gone = [f for f in folder.glob(".*.tmp") if TEMP_NAME.fullmatch(f.name) and f.is_file()] if folder.is_dir() else []
+    for f in gone:
+        f.unlink(missing_ok=True)
+        log.info("%s: removed a temporary file left by an interrupted write", f)
+    return gone
 
 
 def unwrap(model):
@@ -85,20 +122,20 @@ def restore_rng(state: dict, aug_gen: torch.Generator) -> None:
 
 
 def make_checkpoint(model, cfg, epoch: int, step: int, text_dim: int, best, scores, substitutes, data_root,
-                    text_features) -> dict:
+                    text_features, fingerprint: str | None = None) -> dict:
     """The portable part of a checkpoint (all of ``best.pt``; ``last.pt`` adds optimizer, history and RNG)."""
     return {"format": FORMAT, "model": model.state_dict(), "epoch": epoch, "step": step, "config": plain(asdict(cfg)),
             "model_kind": cfg.model, "text_dim": int(text_dim), "width": int(cfg.width), "best": plain(best),
             "scores": plain(scores), "substitutes": list(substitutes), "data_root": str(data_root),
+            "data_fingerprint": fingerprint,
             "text_features": None if text_features is None else text_features.encoder_name,
             "text_features_hash": None if text_features is None else text_features.captions_hash}
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", legacy: bool = False) -> dict:
-    """A checkpoint's dict, read with ``weights_only=True``; :class:`CheckpointError` (one line naming the file
-    and what to do) when it is missing, empty, truncated or not a checkpoint of this version. ``legacy=True``
-    (the trainer's ``--resume`` of a run it wrote itself) reads the previous format (numpy/python RNG states
-    pickled) with a warning; nothing else unpickles objects."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """A checkpoint's dict, read with ``weights_only=True`` and nothing else (loading never runs code);
+    :class:`CheckpointError` (one line naming the file and what to do) when it is missing, empty, truncated, not
+    a checkpoint, or holds pickled objects (then the line names ``textscd convert-checkpoint``)."""
     path = resolve(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint (train first: textscd train)")
@@ -110,13 +147,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", legacy
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        if ("weights_only" in str(e) or "Weights only" in str(e)) and legacy:
-            log.warning("%s: a checkpoint of the previous format (pickled numpy/python RNG states); resuming "
-                        "from it with pickle: only do so with your own runs", path)
-            return torch.load(path, map_location=device, weights_only=False)
         if "weights_only" in str(e) or "Weights only" in str(e):
-            raise CheckpointError(f"{path}: written by an older textscd (pickled objects, not plain tensors): "
-                                  f"{fix}") from None
+            raise CheckpointError(
+                f"{path}: holds pickled Python objects (an older textscd's format, or a file not written by "
+                f"textscd), which are never unpickled here: if you trust this file, convert it with "
+                f"{CONVERT.format(path=path)} (that unpickles it), else {fix}") from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({size} bytes, truncated?): {fix}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
@@ -126,19 +161,76 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", legacy
     return ck
 
 
-def check_resume(ck: dict, cfg, path: Path, text_features=None) -> None:
-    """Refuse to resume ``path`` when ``cfg`` (a TrainConfig) differs in a trajectory-defining field, or when
-    the text features were made from other captions than the checkpoint's."""
+def convert_checkpoint(old: str | Path, new: str | Path) -> Path:
+    """Rewrite a checkpoint of the previous format as the portable one (``textscd convert-checkpoint``).
+
+    This UNPICKLES ``old`` (``weights_only=False``), which runs whatever code the file carries: only call it on
+    a file you trust (one your own training wrote). Numpy values become Python numbers and lists; the pickled
+    numpy/python RNG states of the previous format are dropped (training never draws from them). ``new`` is
+    written atomically and read back with the safe loader; it may not be ``old``."""
+    old, new = resolve(old), resolve(new)
+    if not old.is_file():
+        raise FileNotFoundError(f"{old}: no such checkpoint")
+    if new == old:
+        raise ValueError(f"{new}: --out must be a new file, not the checkpoint being converted")
+    try:
+        ck = torch.load(old, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, AttributeError,
+            ModuleNotFoundError) as e:
+        raise CheckpointError(f"{old}: cannot be unpickled ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(ck, dict) or "model" not in ck or "model_kind" not in ck:
+        raise CheckpointError(f"{old}: not a textscd checkpoint (no model weights/kind)")
+    out = {k: v if k in ("model", "optimizer") else plain(v) for k, v in ck.items() if k != "rng"}
+    rng = ck.get("rng") or {}
+    if all(isinstance(rng.get(k), torch.Tensor) for k in ("torch", "augment")):
+        out["rng"] = {k: rng.get(k) for k in ("torch", "cuda", "augment")}
+    elif "optimizer" in out:
+        log.warning("%s: no torch/augmentation RNG state: the converted file is a portable model, not a resume point",
+                    old)
+        out = {k: v for k, v in out.items() if k not in ("optimizer", "history")}
+    out["format"] = FORMAT
+    atomic_torch_save(new, out)
+    try:
+        load_checkpoint(new)
+    except CheckpointError:
+        new.unlink(missing_ok=True)
+        raise CheckpointError(f"{old}: holds objects other than tensors and Python values; not convertible") from None
+    return new
+
+
+def check_resume(ck: dict, cfg, path: Path, text_features=None, data_root: str | Path | None = None,
+                 fingerprint: str | None = None) -> None:
+    """Refuse to resume ``path`` when ``cfg`` (a TrainConfig) differs in a trajectory-defining field, when the
+    text features were made from other captions than the checkpoint's, or when the data differ (``data_root``
+    and its :func:`data_fingerprint`): one line naming each difference."""
     if "optimizer" not in ck or "rng" not in ck:
         raise CheckpointError(f"{path}: holds no optimizer/RNG state (a best.pt?): resume needs the run's last.pt")
     old = ck.get("config", {})
-    diff = {k: (old.get(k), getattr(cfg, k)) for k in RESUME_KEYS if old.get(k) != getattr(cfg, k)}
+    diff = {k: (old.get(k, "paper" if k == "tail" else None), getattr(cfg, k)) for k in RESUME_KEYS}
+    diff = {k: ab for k, ab in diff.items() if ab[0] != ab[1]}
     now = None if text_features is None else text_features.captions_hash
     if ck.get("text_features_hash") and now and ck["text_features_hash"] != now:
         diff["text features (caption hash)"] = (ck["text_features_hash"], now)
+    diff.update(_data_differences(ck, data_root, fingerprint))
     if diff:
         raise ValueError(f"{path}: cannot resume, the checkpoint was trained with other settings "
-                         + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items()))
+                         + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items())
+                         + "; resume with the same settings and data, or train into another run")
+
+
+def _data_differences(ck: dict, data_root, fingerprint: str | None) -> dict:
+    """{what: (checkpoint's, now)} for the data a resume is given: the fingerprint decides when both sides have
+    one (a moved folder with the same content resumes), the folder's path otherwise."""
+    if data_root is None:
+        return {}
+    recorded, given = ck.get("data_fingerprint"), fingerprint
+    if recorded and given:
+        return {} if recorded == given else {"data_root": (ck.get("data_root"), str(data_root)),
+                                             "data fingerprint": (recorded, given)}
+    was = ck.get("data_root")
+    if was and resolve(was) != resolve(data_root):
+        return {"data_root": (was, str(data_root))}
+    return {}
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):

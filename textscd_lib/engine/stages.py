@@ -26,11 +26,17 @@ from textscd_lib.common.paths import resolve
 from textscd_lib.common.runs import clear_substitute, record_substitute, record_substitute_line
 from textscd_lib.data.dataset import DecodedCache
 from textscd_lib.data.second import SecondFormatError, find_pairs, scan
-from textscd_lib.engine.batches import export_predictions
 from textscd_lib.engine.checkpoints import load_model
+from textscd_lib.engine.export import export_predictions
 from textscd_lib.text.captions import caption_substitute
 from textscd_lib.text.encoder import TextEncoder, load_text_encoder
-from textscd_lib.text.features import TextFeatures, build_text_features, check_text_features
+from textscd_lib.text.features import (
+    TextFeatures,
+    build_text_features,
+    check_features_data,
+    check_text_features,
+    store_data_record,
+)
 from textscd_lib.text.store import CaptionStore, load_captions
 
 log = logging.getLogger(__name__)
@@ -92,7 +98,7 @@ def make_text_features(captions: str | Path, out: str | Path, encoder: str | Tex
     enc = load_text_encoder(encoder, device="cpu") if isinstance(encoder, str) else encoder
     provenance = {"source": source or found_source, "captions_file": str(captions),
                   "captions": found_record if captions_record is False else captions_record,
-                  "encoder": enc.name, "text_encoder": enc.substitute}
+                  "encoder": enc.name, "text_encoder": enc.substitute, "data": store_data_record(captions)}
     tf = build_text_features(enc, load_captions(captions), resolve(out))
     if getattr(tf, "provenance", None) != provenance:
         tf.provenance = provenance
@@ -191,6 +197,7 @@ def predict_to_folder(checkpoint: str | Path, data_root: str | Path, out: str | 
                                     allow_empty=tf.provenance.get("source") == "empty")  # another dataset's
         for line in check.lines():
             log.warning("%s: %s", tf.path, line)
+        check_features_data(tf, root)  # another mini-SECOND's features with the same pair names: refused
         trained = model.checkpoint.get("text_features")
         if trained and tf.encoder_name != trained:
             raise ValueError(f"text features of the encoder {tf.encoder_name!r}, but the model was trained with "

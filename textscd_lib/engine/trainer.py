@@ -41,19 +41,11 @@ from textscd_lib.common.lock import run_lock
 from textscd_lib.common.runs import record_effective, run_dir
 from textscd_lib.data.dataset import NORMALIZATION
 from textscd_lib.data.second import find_pairs
-from textscd_lib.engine.batches import (
-    BatchSource,
-    Normalizer,
-    autocast_for,
-    epoch_batches,
-    evaluate_source,
-    forward_batch,
-    load_split,
-    lookup_features,
-    rank_batch_size,
-)
+from textscd_lib.engine.batches import BatchSource, Normalizer, load_split
 from textscd_lib.engine.checkpoints import (
     check_resume,
+    clean_stale_temps,
+    data_fingerprint,
     load_checkpoint,
     make_checkpoint,
     plain,
@@ -63,10 +55,13 @@ from textscd_lib.engine.checkpoints import (
     write_history,
 )
 from textscd_lib.engine.config import TrainConfig
+from textscd_lib.engine.evaluation import evaluate_source
+from textscd_lib.engine.inference import autocast_for, forward_batch, lookup_features
+from textscd_lib.engine.sharding import epoch_batches, rank_batch_size
 from textscd_lib.engine.stages import check_data_folder, load_features_input, record_inputs
 from textscd_lib.models.losses import total_loss
 from textscd_lib.models.textscd import KINDS, build_model
-from textscd_lib.text.features import check_text_features, record_text_check
+from textscd_lib.text.features import check_features_data, check_text_features, record_text_check
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +118,23 @@ def train(cfg: TrainConfig) -> dict:
     Under ``torchrun`` (or inside an initialised process group) it trains data-parallel; rank 0 alone
     writes checkpoints and logs."""
     rank, world, owns = _init_distributed(cfg)
-    try:  # one writer per run folder (common/lock.py); rank 0 alone writes, so rank 0 alone takes it
-        with run_lock(run_dir(cfg.run, cfg.results_root), f"train {cfg.model} into run {cfg.run} "
-                      f"({' '.join(sys.argv)[:120]})") if rank == 0 else contextlib.nullcontext():
+    try:
+        with _writer_locks(cfg) if rank == 0 else contextlib.nullcontext():
             return _train(cfg, rank, world)
     finally:
         if owns:
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _writer_locks(cfg: TrainConfig):
+    """One writer per run folder and per checkpoint folder (common/lock.py; ``--out-dir`` may be shared by two
+    runs): rank 0 alone writes, so rank 0 alone takes them. Under the lock, the temporary files a killed
+    checkpoint write left behind are removed."""
+    what = f"train {cfg.model} into run {cfg.run} ({' '.join(sys.argv)[:120]})"
+    with run_lock(run_dir(cfg.run, cfg.results_root), what), run_lock(cfg.checkpoint_dir(), what):
+        clean_stale_temps(cfg.checkpoint_dir())
+        yield
 
 
 def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one loop, read top to bottom
@@ -154,11 +159,18 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
     run_path = run_dir(cfg.run, cfg.results_root)
     out = cfg.checkpoint_dir()
     writer = rank == 0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    fingerprint = data_fingerprint(data_root)  # recorded in the checkpoints; a resume on other data is refused
+    resume_ck = None
+    if cfg.resume and last_path.is_file():  # refused before anything of the run is recorded
+        resume_ck = load_checkpoint(last_path, device)
+        check_resume(resume_ck, cfg, last_path, text_features, data_root, fingerprint)
     if text_features is not None:  # text reaches the model or the run stops (text/features.py)
         names = [p.name for split in ("train", "val") for p in find_pairs(data_root, split)]
         empty_source = cfg.captions == "empty" or text_features.provenance.get("source") == "empty"
         check = check_text_features(text_features, names, allow_empty=cfg.allow_empty_text or empty_source,
                                     split="train and val")
+        check_features_data(text_features, data_root)  # features of another dataset with the same names: refused
         if writer:
             record_text_check(run_path, f"text_{out.name}", [check])
     if writer:  # what this training really used (after FAST), next to the parameters as given (run.json)
@@ -189,10 +201,8 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
                           weight_decay=cfg.weight_decay)
     aug_gen = torch.Generator(device="cpu")
     start_epoch, step, history, best = 0, 0, [], None
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if cfg.resume and last_path.is_file():
-        ck = load_checkpoint(last_path, device, legacy=True)  # a run written before the portable format
-        check_resume(ck, cfg, last_path, text_features)
+    if resume_ck is not None:
+        ck, resume_ck = resume_ck, None
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step, history, best = ck["epoch"], ck["step"], ck["history"], ck["best"]
@@ -278,7 +288,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one
             best = {"epoch": epoch + 1, **{m: scores[m] for m in ("OA", "mIoU", "SeK", "F_scd")}}
         if writer:
             ck = make_checkpoint(unwrap(run_model), cfg, epoch + 1, step, text_dim, best, scores, subs, data_root,
-                                 text_features)
+                                 text_features, fingerprint)
             if improved:
                 atomic_torch_save(best_path, ck)  # portable: weights + config, no optimizer state
             atomic_torch_save(last_path, {**ck, "optimizer": opt.state_dict(), "history": plain(history),

@@ -9,7 +9,11 @@ of the captions (:func:`captions_hash`). :class:`TextFeatures` looks the feature
 Text must reach the model or the run stops: :func:`check_text_features` compares the features with the pairs a
 run will read (unknown pair names, empty captions, captions cut by the 50-token window, duplicate names) before
 training, refuses above :data:`MAX_MISSING_FRACTION` and otherwise returns the warning that the caller records
-in the run's warnings (:func:`textscd_lib.common.runs.record_warning`).
+in the run's warnings (:func:`textscd_lib.common.runs.record_warning`). :func:`check_features_data` compares the
+data the features were made for (the scene-log digest their caption store recorded) with the data a run reads:
+features of another mini-SECOND with the same pair names are refused with both digests.
+
+A feature file is read with ``weights_only=True`` only: loading it never runs code.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from textscd_lib.common.io import atomic_torch_save
 from textscd_lib.common.runs import clear_warning, record_warning
 from textscd_lib.text.encoder import TextEncoder
+from textscd_lib.text.store import CaptionStore
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +63,15 @@ class TextFeatures:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no text-feature cache (build it with build_text_features)")
         try:
-            s = torch.load(path, map_location="cpu", weights_only=True)
+            s = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles objects: no code runs
             tf = cls(s["encoder_name"], s["key"], s["captions_hash"], s["texts"], s["features"],
                      s["mask"], s["index"], s.get("cut"))
         except Exception as e:
-            raise ValueError(f"{path}: not a text-feature cache ({e}); delete it to rebuild") from e
+            why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            if "weights_only" in why or "Weights only" in why:
+                why = "it holds pickled Python objects, which are never unpickled"
+            raise ValueError(f"{path}: not a text-feature cache ({why}); make it again with textscd features") \
+                from None
         tf.path = path
         tf.provenance = s.get("provenance") or {}
         return tf
@@ -87,6 +96,50 @@ def features_path(run_path: str | Path, encoder_name: str, source: str) -> Path:
     """Where a run caches the features of one caption source: ``results/<run>/cache/text_features/
     <encoder>__<source>.pt`` (chapter 03 writes it, chapters 05-07 read it)."""
     return Path(run_path) / "cache" / "text_features" / f"{encoder_name}__{source}.pt"
+
+
+def scene_log_digest(data_root: str | Path) -> str | None:
+    """16 hex digits of ``DATA/scene_log.jsonl`` (a mini-SECOND), as an offline caption store records it in its
+    ``params`` (``text.captions.offline_params``); None for data without a scene log."""
+    f = Path(data_root) / "scene_log.jsonl"
+    return hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.is_file() else None
+
+
+def store_data_record(captions: str | Path) -> dict:
+    """What a caption store says of the data it captioned: ``{"scene_log": digest or None}`` (the params of its
+    records); ``textscd features`` records it in the feature file's provenance as ``data``."""
+    records = CaptionStore(Path(captions)).latest() if Path(captions).is_file() else {}
+    digests = {(r.get("params") or {}).get("scene_log") for r in records.values()}
+    return {"scene_log": digests.pop() if len(digests) == 1 else None}
+
+
+_WARNED: set[str] = set()  # feature files already warned about (once per process)
+
+
+def check_features_data(tf: TextFeatures, data_root: str | Path) -> str | None:
+    """Refuse (:class:`TextFeaturesMismatch`, with both digests) text features made for another dataset than
+    ``data_root``: the scene-log digest recorded at ``textscd features`` time (or, for a file made before it was
+    recorded, in its caption store when that is still there) must be the data's. A file that records nothing
+    is warned about once and returns the warning line; None when the data match or nothing can be compared."""
+    recorded = (tf.provenance or {}).get("data")
+    store = (tf.provenance or {}).get("captions_file")
+    if recorded is None and store and Path(store).is_file():
+        recorded = store_data_record(store)
+    src = str(tf.path) if tf.path else f"text features ({tf.encoder_name})"
+    if recorded is None:
+        line = (f"{src}: the features do not record the data they were made for (an older file); the data "
+                f"fingerprint cannot be compared: make them again with textscd features to check it")
+        if src not in _WARNED:
+            _WARNED.add(src)
+            log.warning("%s", line)
+        return line
+    made_for, now = recorded.get("scene_log"), scene_log_digest(data_root)
+    if made_for and made_for != now:
+        raise TextFeaturesMismatch(
+            f"{src}: features made for data with scene log {made_for} (captions {store or 'unknown'}), but "
+            f"{data_root} has " + (f"scene log {now}" if now else "no scene log") + ": another dataset with "
+            "the same pair names? Make its captions and features (textscd caption, then textscd features)")
+    return None
 
 
 def captions_hash(encoder_key: str, captions: dict[str, str]) -> str:
