@@ -117,3 +117,48 @@ def test_a_global_batch_the_ranks_cannot_share_is_refused(tmp_path):
                         image_weights=None, device="cpu", data_root=str(ensure_mini_second(fast=True)))
     with pytest.raises(ValueError, match="--batch-size 3 is the global batch and 2 ranks cannot share it"):
         T._train(cfg, rank=0, world=2)
+
+
+def _eval_worker(rank: int, world: int, port: int, data: str, queue) -> None:
+    """One rank of a DDP validation: its share of the val split, both confusions summed over the ranks."""
+    torch.set_num_threads(1)
+    from textscd_lib.data.dataset import SCDDataset
+    from textscd_lib.engine.evaluation import evaluate_source
+    from textscd_lib.engine.inference import dataset_source
+    from textscd_lib.models.textscd import build_model
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = build_model("baseline", weights=None, width=16)
+        _, source, feats = dataset_source(SCDDataset(data, "val"), None, torch.device("cpu"))
+        res = evaluate_source(model, source, feats, 2, "fp32", rank, world, transitions=True)
+        queue.put({"rank": rank, "confusion": res["confusion"], "transitions": res["transition_confusion"]})
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_validation_sums_the_transition_confusion_over_the_ranks_like_the_7x7_one(tmp_path):
+    from textscd_lib.data.dataset import SCDDataset
+    from textscd_lib.data.synthetic import ensure_mini_second
+    from textscd_lib.engine.evaluation import evaluate_source
+    from textscd_lib.engine.inference import dataset_source
+    from textscd_lib.models.textscd import build_model
+
+    data = str(ensure_mini_second(fast=True))
+    ctx = mp.get_context("spawn")
+    queue, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_eval_worker, args=(r, 2, port, data, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    ranks = {r["rank"]: r for r in (queue.get(timeout=120) for _ in procs)}
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    torch.manual_seed(0)
+    model = build_model("baseline", weights=None, width=16)
+    _, source, feats = dataset_source(SCDDataset(data, "val"), None, torch.device("cpu"))
+    one = evaluate_source(model, source, feats, 2, "fp32", transitions=True)
+    for r in (0, 1):
+        assert ranks[r]["confusion"] == one["confusion"]
+        assert ranks[r]["transitions"] == one["transition_confusion"]  # the whole split on every rank

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from textscd_lib.data.dataset import augment
-from textscd_lib.engine.batches import BatchSource, Normalizer, augment_batch, forward_batch
+from textscd_lib.engine.augmentation import augment_batch
+from textscd_lib.engine.batches import BatchSource, Normalizer
+from textscd_lib.engine.inference import forward_batch
 
 
 def _batch(n=6, size=16, seed=0):
@@ -82,7 +84,7 @@ def test_tgi_mask_prepared_once_gives_the_same_output_as_per_level_masks():
 
 
 def test_the_global_batch_is_shared_by_the_ranks_and_an_unshareable_one_is_refused():
-    from textscd_lib.engine.batches import epoch_batches, rank_batch_size
+    from textscd_lib.engine.sharding import epoch_batches, rank_batch_size
 
     assert rank_batch_size(8, 1) == 8 and rank_batch_size(8, 2) == 4 and rank_batch_size(8, 4) == 2
     with pytest.raises(ValueError, match="--batch-size 6 is the global batch and 4 ranks cannot share it"):

@@ -90,3 +90,45 @@ def test_lazy_text_encoder_is_loaded_once_and_only_when_a_caption_set_is_not_cac
     assert encoder() is encoder()
     with pytest.raises(ValueError, match="trained with 'clip'"):
         P.text_features_for(tmp_path, "clip", "noisy", captions, encoder)
+
+
+def _val_split(tmp_path):
+    import torch
+
+    from textscd_lib.data.dataset import SCDDataset
+    from textscd_lib.data.synthetic import synthesize
+    from textscd_lib.models.textscd import build_model
+
+    root = synthesize(tmp_path / "mini", pairs=6, size=32, seed=3, val_fraction=0.5)
+    torch.manual_seed(0)
+    model = build_model("baseline", text_dim=8, weights=None, width=16)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so the maps vary from pixel to pixel
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return SCDDataset(root, "val"), model
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_chapter_maps_and_exported_predictions_score_what_validation_scored(tmp_path, precision):
+    """The maps of predict_maps (chapters 06, 07) and of export_predictions (textscd predict), scored, equal
+    the trainer's validation scores under the same precision rule (bf16 is what CUDA validates with)."""
+    import torch
+
+    from textscd_lib.engine.evaluation import evaluate_source
+    from textscd_lib.engine.export import export_predictions
+    from textscd_lib.engine.inference import dataset_source
+    from textscd_lib.metrics import score_folders
+
+    ds, model = _val_split(tmp_path)
+    _, source, feats = dataset_source(ds, None, torch.device("cpu"))
+    validated = evaluate_source(model, source, feats, batch_size=2, precision=precision)
+    preds = P.predict_maps(model, ds, batch_size=3, precision=precision)
+    scored = P.map_scores(preds, P.label_maps(ds))
+    assert np.array_equal(P.map_confusion(preds, P.label_maps(ds)).matrix, np.array(validated["confusion"]))
+    assert scored == {k: validated[k] for k in scored}
+    out = export_predictions(model, ds, out_root=tmp_path / "pred", device="cpu", batch_size=2,
+                             precision=precision)
+    from_files = score_folders(out, ds.root, split="val")
+    assert {k: from_files[k] for k in scored} == {k: validated[k] for k in scored}

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from textscd_lib.common.device import pick_device
+from textscd_lib.engine.inference import dataset_source, predictions
 from textscd_lib.metrics import METRIC_COLUMNS, SCDConfusion, to_numpy
-from textscd_lib.models.textscd import predict
 from textscd_lib.text.encoder import load_text_encoder
 from textscd_lib.text.features import TextFeatures, build_text_features, features_path
 
@@ -28,24 +29,19 @@ def label_maps(dataset) -> dict[str, tuple]:
     return {name: dataset.raw(i)[2:] for i, name in enumerate(dataset.names)}
 
 
-def predict_maps(model, dataset, text_features=None, device="cpu", batch_size: int = 8) -> dict[str, tuple]:
+def predict_maps(model, dataset, text_features=None, device="cpu", batch_size: int = 8,
+                 precision: str = "auto") -> dict[str, tuple]:
     """``{name: (pred1, pred2)}`` uint8 index maps of a model on an ``SCDDataset`` (chapters 06, 07):
-    ``pred_k = argmax(sem_k) × (sigmoid(change) > 0.5)`` (`textscd_lib.models.textscd.predict`). ``text_features``
-    (a `TextFeatures`) is looked up by pair name; Baseline ignores it."""
-
-    model = model.to(device).eval()
+    ``pred_k = argmax(sem_k) × (sigmoid(change) > 0.5)`` (`textscd_lib.models.textscd.predict`), through the
+    same inference path as validation and ``textscd predict`` (:func:`textscd_lib.engine.inference.predictions`:
+    bf16 on CUDA, fp32 elsewhere). ``text_features`` (a `TextFeatures`) is looked up by pair name; Baseline
+    ignores it."""
+    device = pick_device(device) if isinstance(device, str) else device
+    names, source, feats = dataset_source(dataset, text_features, device)
     out: dict[str, tuple] = {}
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            names = [it["name"] for it in items]
-            x1 = torch.stack([it["im1"] for it in items]).to(device)
-            x2 = torch.stack([it["im2"] for it in items]).to(device)
-            F_text = mask = None
-            if text_features is not None:
-                F_text, mask = (t.to(device) for t in text_features.lookup(names))
-            p1, p2 = (p.to(torch.uint8).cpu().numpy() for p in predict(model(x1, x2, F_text, mask)))
-            out.update({n: (p1[k], p2[k]) for k, n in enumerate(names)})
+    for batch, p1, p2 in predictions(model.to(device), source, feats, batch_size, precision):
+        p1, p2 = p1.to(torch.uint8).cpu().numpy(), p2.to(torch.uint8).cpu().numpy()
+        out.update({names[i]: (p1[k], p2[k]) for k, i in enumerate(batch["idx"])})
     return out
 
 
@@ -99,7 +95,6 @@ def lazy_text_encoder(name: str = "auto", loader: Callable | None = None) -> Cal
     def encoder():
         if not loaded:
             if loader is None:
-
                 loaded.append(load_text_encoder(name))
             else:
                 loaded.append(loader(name))

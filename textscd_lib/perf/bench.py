@@ -28,7 +28,8 @@ import torch
 from textscd_lib.common.device import pick_device
 from textscd_lib.common.paths import resolve
 from textscd_lib.data.dataset import loading_benchmark
-from textscd_lib.engine.batches import BatchSource, Normalizer, forward_batch
+from textscd_lib.engine.batches import BatchSource, Normalizer
+from textscd_lib.engine.inference import forward_batch
 from textscd_lib.models.losses import total_loss
 from textscd_lib.models.textscd import TAILS, count_parameters
 from textscd_lib.perf.costmodel import step_costs
