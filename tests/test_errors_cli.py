@@ -90,7 +90,8 @@ def test_attribution_tolerance_slices_and_both_sek_conventions_are_written(data,
     sl = pd.read_csv(out / "errors" / "slices.csv")
     assert {"size", "transition", "changed share of tile", "cause"} <= set(sl["slice"])
     summary = json.loads((out / "errors" / "summary.json").read_text())
-    meth = summary["methods"]["TextSCD"]
+    assert summary["methods"] == ["TextSCD", "Baseline"]
+    meth = summary["per method"]["TextSCD"]
     assert "SeK (7x7, both dates; SECOND protocol, ours)" in meth
     assert "SeK (37 from->to classes; some toolboxes, not comparable)" in meth
     assert sum(meth["share of wrong pixels (%)"].values()) == pytest.approx(100.0)

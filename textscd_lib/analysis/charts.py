@@ -54,7 +54,7 @@ def bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float]], titl
 def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title: str, xlabel: str,
                ylabel: str, width: int = 420, height: int = 240) -> str:
     """One line per series over ``x`` (e.g. SeK against the tolerance k, one line per method)."""
-    left, right, top, bottom = 44, 12, 40, 32
+    left, right, top, bottom = 44, 12, 54, 32
     ys = [_finite(v) for vals in series.values() for v in vals]
     lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
     hi = hi if hi > lo else lo + 1

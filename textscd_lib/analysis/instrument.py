@@ -174,7 +174,7 @@ def _costs(tiles: dict, comps: dict, pooled: dict, methods: list[str], truth_wro
     first = tiles[methods[0]]
     side = math.hypot(*[math.sqrt(first["pixels"].mean())] * 2) if len(first) else 0.0
     share = (first["changed"] / first["pixels"]).to_dict() if len(first) else {}
-    att, tol, sl, extra = [], [], [], {"SeK conventions": SEK_LABELS, "methods": {}}
+    att, tol, sl, extra = [], [], [], {"SeK conventions": SEK_LABELS, "per method": {}}
     for meth in methods:
         p = pooled[meth]
         att.append(A.attribution_table(p["H"], p["type"], meth))
@@ -185,7 +185,7 @@ def _costs(tiles: dict, comps: dict, pooled: dict, methods: list[str], truth_wro
         px = {"false alarm boundary": int(t["fa_boundary_px"].sum()), "false alarm isolated":
               int(t["fa_isolated_px"].sum()), "miss boundary": int(t["miss_boundary_px"].sum()),
               "miss isolated": int(t["miss_isolated_px"].sum()), "wrong class": int(t["wc_px"].sum())}
-        extra["methods"][meth] = {
+        extra["per method"][meth] = {
             SEK_LABELS["SeK"]: round(100 * A._clean(scores_from_confusion(p["H"])["SeK"]), 4),
             SEK_LABELS["SeK_37"]: round(100 * A._clean(s37["SeK"]), 4),
             "wrong pixels by type": px, "share of wrong pixels (%)": {k: round(v, 4) for k, v in A.shares(px).items()},

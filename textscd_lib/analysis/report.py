@@ -147,9 +147,9 @@ def cost_section(c: Costs) -> str:
     tol = c.tolerance[c.tolerance["metric"] == "SeK"]
     ks = sorted(tol["k"].unique())
     curve = {m: [float(tol[(tol["method"] == m) & (tol["k"] == k)]["value"].iloc[0]) for k in ks] for m in c.methods}
-    comp = {m: c.extra["methods"][m]["share of wrong pixels (%)"] for m in c.methods}
+    comp = {m: c.extra["per method"][m]["share of wrong pixels (%)"] for m in c.methods}
     share = tol["k_share_of_diagonal"].max() if len(tol) else float("nan")
-    conv = pd.DataFrame({m: [c.extra["methods"][m][lab] for lab in c.extra["SeK conventions"].values()]
+    conv = pd.DataFrame({m: [c.extra["per method"][m][lab] for lab in c.extra["SeK conventions"].values()]
                          for m in c.methods}, index=pd.Index(list(c.extra["SeK conventions"].values()), name="SeK"))
     sanity = pd.DataFrame({k: v for k, v in c.extra["sanity"].items()}).T.rename_axis("reference prediction")
     return ("<h2>What each error type costs</h2><p class=note>Oracle fixes on the pooled 7×7 confusion matrix: "
