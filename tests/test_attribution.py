@@ -116,3 +116,18 @@ def test_the_37_class_sek_is_labelled_apart_and_lower_on_wrong_classes():
     s37 = scores_from_transitions(t.T)
     assert s37["SeK"] < scores_from_confusion(t.H)["SeK"]
     assert t.T.sum() == 32 * 32
+
+
+def test_slices_count_every_component_once_per_slice_and_fixing_a_whole_slice_equals_the_type_fix():
+    import pandas as pd
+
+    pred, label = known_tile()
+    t = tile_analysis("t", pred, label)
+    comps = pd.DataFrame(t.components)
+    sl = A.slice_table(t.H, comps, t.component_delta, {"t": 0.2}, "X")
+    for dim, g in sl[sl["error"] == "all"].groupby("slice"):
+        assert g["components"].sum() == len(comps) and g["pixels"].sum() == comps["area"].sum(), dim
+    share = sl[(sl["slice"] == "changed share of tile") & (sl["error"] == "wrong class")].iloc[0]
+    att = A.attribution_table(t.H, t.type_delta)
+    wc = att[(att["error"] == "wrong class") & (att["mode"] == "isolated") & (att["metric"] == "SeK")].iloc[0]
+    assert share["value"] == "20–50 %" and share["gain_SeK"] == pytest.approx(wc["gain"])

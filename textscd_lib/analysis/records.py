@@ -5,8 +5,9 @@ The paper claims (§4.2, Fig. 4) that text guidance "mitigates false detections 
 error map (:func:`textscd_lib.analysis.errors.error_map`) counts those pixels; this module turns them into
 *objects* a person can reason about:
 
-- a **component** is a connected region (8-connected, ``scipy.ndimage.label``) of false-alarm pixels or of
-  miss pixels of one tile. It gets its area, bounding box, date(s), predicted and true transition (from → to,
+- a **component** is a connected region (8-connected, ``scipy.ndimage.label``) of false-alarm, miss or
+  wrong-class pixels (changed in truth and prediction, a date's class wrong) of one tile, so every wrong pixel
+  lies in one component of one of five error types (`textscd_lib.analysis.attribution.ERROR_TYPES`). It gets its area, bounding box, date(s), predicted and true transition (from → to,
   the majority inside it), and its distance in pixels (``scipy.ndimage.distance_transform_edt``): for a false
   alarm to the nearest *true* change, for a miss to the nearest *predicted* change.
 - its **kind**: ``boundary`` when that distance is at most :data:`BOUNDARY_PX` pixels (the rim of a real
@@ -22,7 +23,9 @@ error map (:func:`textscd_lib.analysis.errors.error_map`) counts those pixels; t
 - where **captions** exist: whether the caption names the predicted classes, the true classes, both or
   neither (`textscd_lib.analysis.caption_errors.classes_mentioned`).
 
-:func:`tile_records` does one tile; :func:`records` many (as data frames). Per tile it also keeps the four
+:func:`tile_analysis` does one tile, with its confusions and what fixing each error type, component or
+boundary-distance bin adds to them (for `textscd_lib.analysis.attribution`); :func:`tile_records` returns its
+rows; :func:`records` does many tiles (as data frames). Per tile it also keeps the four
 metrics (one 7×7 confusion matrix of the tile, `textscd_lib.metrics.scores_from_confusion`), the pixels per
 error category and the component counts.
 """
@@ -36,6 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from textscd_lib.analysis import attribution as A
 from textscd_lib.analysis.caption_errors import classes_mentioned
 from textscd_lib.analysis.errors import ERROR_CATEGORIES, FALSE_ALARM, MISS, WRONG_CLASS, error_map
 from textscd_lib.data.second import CLASSES
@@ -189,9 +193,7 @@ def _date(error: str, area: int, first: float, second: float) -> str:
 
 
 def _type_index(c: dict) -> int:
-    from textscd_lib.analysis.attribution import ERROR_TYPES
-
-    return ERROR_TYPES.index(f"{c['error']} {c['kind']}".strip())
+    return A.ERROR_TYPES.index(f"{c['error']} {c['kind']}".strip())
 
 
 def tile_analysis(name: str, pred: tuple, label: tuple, caption: str | None = None, scene: Mapping | None = None,
@@ -204,8 +206,6 @@ def tile_analysis(name: str, pred: tuple, label: tuple, caption: str | None = No
     inside the true change). ``caption`` (None = no caption) and ``scene`` (the tile's scene-log record) fill
     ``caption_names``, ``event`` and ``cause``. ``dist_true``: :func:`distance_to` of the true change, when
     already computed (it is the same for every method scored on this tile)."""
-    from textscd_lib.analysis import attribution as A
-
     p1, p2, l1, l2 = (np.asarray(x, dtype=np.uint8) for x in (*pred, *label))
     err = error_map(p1, p2, l1, l2)
     H = confusion_of((p1, p2), (l1, l2))
