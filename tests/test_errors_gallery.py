@@ -41,3 +41,13 @@ def test_caption_panel_grounds_the_class_words_of_false_alarms_and_misses():
     assert (img == G.MARK_RGB["predicted"]).all(-1).any() and (img == G.MARK_RGB["true"]).all(-1).any()
     plain = np.asarray(G.caption_panel("New houses on the lawn.", set(), set(), 200, 40))
     assert not (plain == G.MARK_RGB["predicted"]).all(-1).any()
+
+
+def test_component_strip_shows_six_panels_with_the_component_boxed():
+    label = (np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8))
+    pred = (label[0].copy(), label[1].copy())
+    pred[0][30:34, 30:34], pred[1][30:34, 30:34] = 1, 2            # a 4×4 false alarm
+    img = np.full((64, 64, 3), 120, np.uint8)
+    strip = np.asarray(G.component_strip(img, img, label, pred, (30, 30, 34, 34), size=32))
+    assert strip.shape == (32, 6 * 32 + 22, 3)
+    assert (strip == G.FA_RGB).all(-1).sum() >= 6 * 4              # the box on every panel
