@@ -87,7 +87,7 @@ def test_prepare_second_refuses_a_foreign_folder_and_keeps_files_it_did_not_writ
     refused(["data", "prepare-second", str(dataset / "train"), "--out", str(mine)], capsys, str(mine))
     assert snapshot(mine) == before
     work = tmp_path / "work"
-    assert main(["data", "prepare-second", str(dataset / "train"), "--out", str(work), "--val-fraction", "0"]) == 0
+    assert main(["data", "prepare-second", str(dataset / "train"), "--out", str(work), "--val-fraction", "0.5"]) == 0
     stray = work / "train" / "im1" / "not-a-source-pair.png"
     stray.write_bytes(b"someone else's image")
     assert main(["data", "prepare-second", str(dataset / "train"), "--out", str(work), "--seed", "3"]) == 0
