@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,9 +14,11 @@ FIELDS = {"case", "model", "device", "size", "batch", "precision", "pairs_per_s"
 
 def test_bench_cli_prints_train_and_inference_rows_with_flops_memory_and_tgi_overhead(tmp_path):
     cmd = [sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--size", "64", "--batch", "2",
-           "--warmup", "1", "--repeats", "2", "--no-write"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+           "--warmup", "1", "--repeats", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, "TEXTSCD_HOME": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-2000:]
+    assert not (tmp_path / "results").exists()  # a trial run adds nothing to the benchmark record
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert {(r["case"], r["model"]) for r in rows} == {(c, m) for c in ("train_step", "inference")
                                                        for m in ("baseline", "textscd")}
@@ -66,3 +69,19 @@ def test_bench_refuses_compile_and_cuda_graphs_on_the_cpu_and_an_unknown_tail():
         out = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--device", "cpu", "--no-write", *args],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
         assert out.returncode == 2 and message in out.stderr, out.stderr[-500:]
+
+
+def test_bench_appends_to_the_benchmark_record_only_when_asked_with_record(tmp_path):
+    cmd = [sys.executable, "-m", "textscd_lib", "bench", "--cost", "--size", "64", "--batch", "1", "--models",
+           "baseline"]
+    env = {**os.environ, "TEXTSCD_HOME": str(tmp_path)}
+    record = tmp_path / "results/benchmarks/cost-model.jsonl"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert out.returncode == 0 and not record.exists(), out.stderr[-500:]
+    out = subprocess.run([*cmd, "--record"], capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert out.returncode == 0, out.stderr[-500:]
+    printed = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [json.loads(line) for line in record.read_text().splitlines()] == printed
+    helptext = subprocess.run([sys.executable, "-m", "textscd_lib", "bench", "--help"], capture_output=True,
+                              text=True, timeout=60, cwd=REPO).stdout
+    assert "Nothing is written unless --record" in " ".join(helptext.split())

@@ -77,13 +77,15 @@ def test_total_is_half_ce_per_date_plus_bce_dice_sim():
     assert out["sem1"].grad is not None and torch.isfinite(out["sem1"].grad).all()
 
 
-def test_fast_cosine_sim_equals_cosine_similarity_up_to_rounding_and_keeps_the_gradient():
+def test_the_benchmarks_fast_cosine_sim_equals_the_loss_up_to_rounding_and_keeps_the_gradient():
+    from textscd_lib.perf.variants import fast_cosine_similarity_loss, fast_cosine_total_loss
+
     g = torch.Generator().manual_seed(0)
     s1 = torch.randn(2, 7, 16, 16, generator=g, requires_grad=True)
     s2 = torch.randn(2, 7, 16, 16, generator=g, requires_grad=True)
     change = (torch.rand(2, 16, 16, generator=g) > 0.5).float()
     ref = similarity_loss(s1, s2, change)
-    fast = similarity_loss(s1, s2, change, fast_cosine=True)
+    fast = fast_cosine_similarity_loss(s1, s2, change)
     torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)
     (g_ref,) = torch.autograd.grad(ref, s1)
     (g_fast,) = torch.autograd.grad(fast, s1)
@@ -92,7 +94,16 @@ def test_fast_cosine_sim_equals_cosine_similarity_up_to_rounding_and_keeps_the_g
     a = torch.full((1, 7, 1, 2), -30.0)
     b = torch.full((1, 7, 1, 2), -30.0)
     a[0, 5], b[0, 5, 0, 0], b[0, 3, 0, 1] = 10.0, 10.0, 10.0
-    assert math.isclose(similarity_loss(a, b, torch.zeros(1, 1, 2), fast_cosine=True).item(), 0.5, abs_tol=1e-5)
+    assert math.isclose(fast_cosine_similarity_loss(a, b, torch.zeros(1, 1, 2)).item(), 0.5, abs_tol=1e-5)
+    # the variant's total is the library's total with only L_sim swapped
+    out = {"sem1": s1.detach(), "sem2": s2.detach(), "change": torch.randn(2, 1, 16, 16, generator=g)}
+    batch = {"label1": torch.randint(0, 7, (2, 16, 16), generator=g), "change": change}
+    batch["label2"] = torch.where(batch["label1"] > 0, 7 - batch["label1"], 0)
+    _, ref_parts = total_loss(out, batch)
+    _, fast_parts = fast_cosine_total_loss(out, batch)
+    assert {k: v for k, v in fast_parts.items() if k not in ("sim", "total")} == {
+        k: v for k, v in ref_parts.items() if k not in ("sim", "total")}
+    assert math.isclose(fast_parts["total"], ref_parts["total"], abs_tol=1e-5)
 
 
 def test_chapter_05s_inline_loss_check_fails_when_the_librarys_loss_changes(monkeypatch, tmp_path):

@@ -1,4 +1,7 @@
-"""``textscd bench``: throughput, memory, FLOPs, TGI overhead, data loading (JSON lines)."""
+"""``textscd bench``: throughput, memory, FLOPs, TGI overhead, data loading (JSON lines).
+
+Rows are printed; they are appended to the committed record ``results/benchmarks/`` only with ``--record``, so
+that a trial run (a toy size, a test) never changes what the repository reports as measured."""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="benchmark train step / inference / data loading; JSON lines")
+    p = sub.add_parser("bench", help="benchmark train step / inference / data loading; JSON lines",
+                       description="Benchmark the train step, inference and data loading; print JSON lines. "
+                                   "Nothing is written unless --record is given: results/benchmarks/ is the "
+                                   "committed record of measured machines.")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
     p.add_argument("--batch", type=int, default=8, help="pairs per step (default 8)")
@@ -19,7 +25,9 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--data", default="", help="a dataset root to also time PNG vs cached loading")
-    p.add_argument("--no-write", action="store_true", help="print only; do not append to results/benchmarks/")
+    p.add_argument("--record", action="store_true",
+                   help="also append the rows to results/benchmarks/ (the committed record); without it, print only")
+    p.add_argument("--no-write", action="store_true", help="print only (the default; kept for older scripts)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="also time each step replayed as one captured CUDA graph (CUDA only)")
     p.add_argument("--cost", action="store_true",
@@ -28,7 +36,8 @@ def register(sub) -> None:
                    help="measured time per model part (torch.profiler: GPU kernel time on CUDA, CPU time on CPU), "
                         "with the roofline bound where the GPU has a profile")
     p.add_argument("--profile", default="h100-sxm", help="datasheet peaks for --cost: h100-sxm, h200, a100, rtx3090")
-    f = p.add_argument_group("fast path switches (issue 16; each row records them; docs/performance.md)")
+    f = p.add_argument_group("fast path switches (each row records them; the old paths are built in "
+                             "perf/variants.py; docs/performance.md)")
     f.add_argument("--tail", default="paper", help="decoder tail: paper (default) | narrow | stride4")
     f.add_argument("--cudnn-benchmark", default="on", choices=["on", "off"],
                    help="torch.backends.cudnn.benchmark on CUDA (default on; shapes are static)")
@@ -61,7 +70,7 @@ def cmd_bench(args) -> int:
     if args.cost:
         from textscd_lib.perf.costmodel import format_costs
 
-        rows = run_cost(cfg, profile=args.profile, write=not args.no_write)
+        rows = run_cost(cfg, profile=args.profile, write=args.record and not args.no_write)
         for kind in models:
             print(format_costs([r for r in rows if r["model"] == kind]) + "\n", file=sys.stderr)
         for row in rows:
@@ -71,12 +80,12 @@ def cmd_bench(args) -> int:
         from textscd_lib.perf.bench import run_parts
         from textscd_lib.perf.step_profile import format_parts
 
-        rows = run_parts(cfg, write=not args.no_write)
+        rows = run_parts(cfg, write=args.record and not args.no_write)
         for kind in models:
             print(format_parts([r for r in rows if r["model"] == kind]) + "\n", file=sys.stderr)
         for row in rows:
             print(json.dumps(row), flush=True)
         return 0
-    for row in run_bench(cfg, write=not args.no_write):
+    for row in run_bench(cfg, write=args.record and not args.no_write):
         print(json.dumps(row), flush=True)
     return 0

@@ -42,21 +42,14 @@ def bce_loss(change_logits: torch.Tensor, target: torch.Tensor, weighted: bool =
             + weight_neg * (neg * per_pixel).sum() / neg.sum().clamp_min(1e-12))
 
 
-def similarity_loss(sem1_logits: torch.Tensor, sem2_logits: torch.Tensor, change: torch.Tensor,
-                    fast_cosine: bool = False) -> torch.Tensor:
+def similarity_loss(sem1_logits: torch.Tensor, sem2_logits: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
     """eq. (11): ``1 - cos(P1, P2)`` on unchanged pixels, ``cos(P1, P2)`` on changed ones, mean over pixels.
 
     P_k = softmax over the 6 non-zero classes of date k's semantic logits (Bi-SRNet's ChangeSimilarity:
-    CosineEmbeddingLoss with margin 0; probabilities are >= 0 so max(0, cos) = cos). ``fast_cosine=True``
-    writes the cosine out, ``sum(p1 p2) / max(|p1| |p2|, eps)``: the same value up to float rounding, several
-    times faster than ``F.cosine_similarity`` over the class dimension on a CPU (issue 16; off by default)."""
+    CosineEmbeddingLoss with margin 0; probabilities are >= 0 so max(0, cos) = cos)."""
     p1 = F.softmax(sem1_logits[:, 1:].float(), dim=1)
     p2 = F.softmax(sem2_logits[:, 1:].float(), dim=1)
-    if fast_cosine:
-        norms = (p1 * p1).sum(1).sqrt() * (p2 * p2).sum(1).sqrt()
-        cos = (p1 * p2).sum(1) / norms.clamp_min(1e-8)
-    else:
-        cos = F.cosine_similarity(p1, p2, dim=1, eps=1e-8)  # (B, H, W)
+    cos = F.cosine_similarity(p1, p2, dim=1, eps=1e-8)  # (B, H, W)
     changed = change.reshape(cos.shape).float()
     return (changed * cos + (1 - changed) * (1 - cos)).mean()  # eq. (11)
 
@@ -71,20 +64,19 @@ def semantic_ce(sem_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return per_pixel.sum() / count
 
 
-def total_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], as_float: bool = True,
-               fast_cosine: bool = False):
+def total_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], as_float: bool = True):
     """eq. (12) plus the semantic CE: ``0.5 CE1 + 0.5 CE2 + BCE + dice + sim`` (chapter 05).
 
     Returns ``(loss, parts)``; ``parts`` maps "ce1", "ce2", "bce", "dice", "sim", "total" to floats (one
     device sync), or to detached tensors with ``as_float=False`` (no sync: the trainer's and the bench's
-    step). ``fast_cosine``: see :func:`similarity_loss`."""
+    step)."""
     change = batch["change"].to(out["change"].device)
     parts = {
         "ce1": semantic_ce(out["sem1"], batch["label1"].to(out["sem1"].device)),
         "ce2": semantic_ce(out["sem2"], batch["label2"].to(out["sem2"].device)),
         "bce": bce_loss(out["change"], change),
         "dice": dice_loss(out["change"], change),
-        "sim": similarity_loss(out["sem1"], out["sem2"], change, fast_cosine),
+        "sim": similarity_loss(out["sem1"], out["sem2"], change),
     }
     loss = CE_WEIGHT * parts["ce1"] + CE_WEIGHT * parts["ce2"] + parts["bce"] + parts["dice"] + parts["sim"]
     parts["total"] = loss

@@ -106,7 +106,6 @@ class TextSCD(nn.Module):
         if tail not in TAILS:
             raise ValueError(f"unknown decoder tail {tail!r}; expected one of {TAILS}")
         self.kind, self.text_dim, self.width, self.tail = kind, text_dim, width, tail
-        self.mask_once = True  # the SDPA text mask made once per forward, not per TGI level (same numbers)
         self.encoder = SiameseResNet34(weights)
         self.substitute = self.encoder.substitute
         self.substitutes = [s for s in [self.encoder.substitute] if s]
@@ -125,17 +124,19 @@ class TextSCD(nn.Module):
 
     def interact(self, x1: list[torch.Tensor], x2: list[torch.Tensor], F_text: torch.Tensor | None,
                  mask: torch.Tensor | None, return_attention: bool = False):
-        """eq. (6)-(7) at every level: returns ``F_o`` per level (and TGI attention per level if asked)."""
+        """eq. (6)-(7) at every level: returns ``F_o`` per level (and TGI attention per level if asked). The
+        text padding mask becomes the SDPA mask once, for all TGI levels."""
         F_o, attention = [], {}
-        if self.tgi is not None and self.mask_once and mask is not None and F_text is not None:
-            mask = attention_mask(mask, x1[0].shape[0], F_text.shape[1], x1[0].device)
+        sdpa_mask = None
+        if self.tgi is not None and F_text is not None:
+            sdpa_mask = attention_mask(mask, x1[0].shape[0], F_text.shape[1], x1[0].device)
         for i, (a, b) in enumerate(zip(x1, x2)):
             f = self.fuse[i](a, b)  # eq. (6)
             if self.tgi is not None and str(i) in self.tgi:
                 if return_attention:
-                    f, attention[i] = self.tgi[str(i)](f, F_text, mask, return_attention=True)
+                    f, attention[i] = self.tgi[str(i)].attend(f, F_text, sdpa_mask, return_attention=True)
                 else:
-                    f = self.tgi[str(i)](f, F_text, mask)  # eq. (7)
+                    f = self.tgi[str(i)].attend(f, F_text, sdpa_mask)  # eq. (7)
             F_o.append(f)
         return (F_o, attention) if return_attention else F_o
 

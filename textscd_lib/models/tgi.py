@@ -39,15 +39,9 @@ class BitemporalMLP(nn.Module):
 def attention_mask(mask: torch.Tensor | None, batch: int, length: int, device) -> torch.Tensor | None:
     """Padding mask (B, L), True = real token -> boolean SDPA mask (B, 1, 1, L), True = attend.
 
-    A row with no real token would give NaN; such rows attend to every token instead (no device sync).
-    A mask already in the SDPA form (bool, (B, 1, 1, L)) comes back as it is: TextSCD prepares it once per
-    forward for all three TGI levels (issue 16)."""
+    A row with no real token would give NaN; such rows attend to every token instead (no device sync)."""
     if mask is None:
         return None
-    if mask.dim() == 4 and mask.dtype == torch.bool:
-        if mask.shape != (batch, 1, 1, length):
-            raise ValueError(f"prepared text mask has shape {tuple(mask.shape)}, expected {(batch, 1, 1, length)}")
-        return mask
     if mask.shape != (batch, length):
         raise ValueError(f"text mask has shape {tuple(mask.shape)}, expected {(batch, length)}")
     mask = mask.to(device=device, dtype=torch.bool)
@@ -58,9 +52,10 @@ def attention_mask(mask: torch.Tensor | None, batch: int, length: int, device) -
 class TGI(nn.Module):
     """Text-guided interaction, eq. (7) (chapter 04).
 
-    ``forward(F_diff (B,C,H,W), F_text (B,L,D_t), mask (B,L) or prepared (B,1,1,L) | None,
-    return_attention=False)`` returns
+    ``forward(F_diff (B,C,H,W), F_text (B,L,D_t), mask (B,L) | None, return_attention=False)`` returns
     ``F_o`` (B,C,H,W), and also the attention weights (B, heads, H*W, L) when ``return_attention``.
+    :meth:`attend` is the same with the SDPA mask of :func:`attention_mask` already made: TextSCD makes it once
+    per forward for its three TGI levels.
     ``zero_init=True`` zeroes the output projection so that ``F_o == F_diff`` at the start.
     """
 
@@ -89,27 +84,37 @@ class TGI(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.heads, self.vis_dim // self.heads).transpose(1, 2)  # (B, h, N, d)
 
-    def forward(self, F_diff: torch.Tensor, F_text: torch.Tensor, mask: torch.Tensor | None = None,
-                return_attention: bool = False):
-        b, c, h, w = F_diff.shape
+    def _check(self, F_diff: torch.Tensor, F_text: torch.Tensor) -> None:
+        b, c = F_diff.shape[:2]
         if c != self.vis_dim:
             raise ValueError(f"F_diff has {c} channels, TGI expects {self.vis_dim}")
         if F_text.ndim != 3 or F_text.shape[0] != b or F_text.shape[-1] != self.text_dim:
             raise ValueError(f"F_text has shape {tuple(F_text.shape)}, expected ({b}, L, {self.text_dim})")
+
+    def forward(self, F_diff: torch.Tensor, F_text: torch.Tensor, mask: torch.Tensor | None = None,
+                return_attention: bool = False):
+        self._check(F_diff, F_text)
+        m = attention_mask(mask, F_diff.shape[0], F_text.shape[1], F_diff.device)
+        return self.attend(F_diff, F_text, m, return_attention)
+
+    def attend(self, F_diff: torch.Tensor, F_text: torch.Tensor, sdpa_mask: torch.Tensor | None,
+               return_attention: bool = False):
+        """eq. (7) with the SDPA mask (B,1,1,L) of :func:`attention_mask` (or None: every token is real)."""
+        self._check(F_diff, F_text)
+        b, c, h, w = F_diff.shape
         tokens = F_diff.flatten(2).transpose(1, 2)  # (B, HW, C); a view for channels_last input
         text = self.text_proj(F_text.to(tokens.dtype))  # (B, L, C)
         q = self._heads(self.q(self.norm_vis(tokens)))  # query  = LN(F_diff)
         t = self.norm_text(text)
         k, v = self._heads(self.k(t)), self._heads(self.v(t))  # key/value = LN(F_text)
-        m = attention_mask(mask, b, F_text.shape[1], F_diff.device)
         if return_attention:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-            if m is not None:
-                scores = scores.masked_fill(~m, float("-inf"))
+            if sdpa_mask is not None:
+                scores = scores.masked_fill(~sdpa_mask, float("-inf"))
             attn = scores.softmax(dim=-1)
             ctx = attn @ v
         else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask)
         ctx = self.out(ctx.transpose(1, 2).reshape(b, h * w, c))
         F_o = F_diff + ctx.transpose(1, 2).reshape(b, c, h, w)  # eq. (7), residual
         return (F_o, attn) if return_attention else F_o

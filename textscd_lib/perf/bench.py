@@ -2,13 +2,16 @@
 
 One JSON line per case — train-step and inference throughput (pairs/s) for Baseline and TextSCD, peak memory,
 FLOPs per step (``torch.utils.flop_counter``) and achieved TFLOP/s, TGI overhead against Baseline, and data
-loading from PNG vs the decoded cache — printed and appended to ``results/benchmarks/<device>.jsonl``.
+loading from PNG vs the decoded cache — printed, and appended to ``results/benchmarks/<device>.jsonl`` only when
+asked (``write=True``, ``textscd bench --record``): that folder is the committed record of measured machines, and
+a toy-size run must not add to it by accident.
 Warm-up steps are excluded, the device is synchronised before each timer, and the median of repeats is kept.
 
-Every row records the fast-path switches it ran with (issue 16, ``docs/performance.md``): the decoder
-``tail``, ``cudnn_benchmark``, ``mask_once`` (TGI), ``host_syncs`` (the old step's ``.tolist()`` of the loss
-parts, and with ``--pipeline`` the per-batch index copy of the text lookup) and ``fast_cosine`` (L_sim), so a
-change is measured by two runs that differ in one switch. ``--pipeline`` adds ``train_step_pipeline``: the
+Every row records the fast-path switches it ran with (``docs/performance.md``): the decoder ``tail``,
+``cudnn_benchmark``, ``mask_once`` (TGI), ``host_syncs`` (the old step's ``.tolist()`` of the loss parts, and with
+``--pipeline`` the per-batch index copy of the text lookup) and ``fast_cosine`` (L_sim), so a change is measured
+by two runs that differ in one switch. The old paths are built in :mod:`textscd_lib.perf.variants`; the model
+and the loss keep only their own. ``--pipeline`` adds ``train_step_pipeline``: the
 step fed by the trainer's own batches (a device-resident uint8 set, augmentation on the device, the text
 features looked up by index), i.e. what the trainer runs per step.
 """
@@ -27,21 +30,21 @@ import torch
 
 from textscd_lib.common.device import pick_device
 from textscd_lib.common.paths import resolve
-from textscd_lib.data.dataset import loading_benchmark
 from textscd_lib.engine.batches import BatchSource, Normalizer
 from textscd_lib.engine.inference import forward_batch
-from textscd_lib.models.losses import total_loss
 from textscd_lib.models.textscd import TAILS, count_parameters
 from textscd_lib.perf.costmodel import step_costs
 from textscd_lib.perf.harness import (
     BenchConfig,
     _slug,
+    bench_loss,
     bench_model,
     device_name,
-    fast_path_flags,
+    set_fast_path,
     step_inputs,
     timed,
 )
+from textscd_lib.perf.loading import loading_benchmark
 from textscd_lib.perf.step_profile import profile_parts
 
 
@@ -91,6 +94,7 @@ def _pipeline_step(cfg: BenchConfig, inp, model, opt) -> Callable[[], None]:
     src = BatchSource(images, labels, inp.device, norm, resident=True, channels_last=inp.channels_last)
     feats = (inp.f_text[:1].expand(n, -1, -1).contiguous(), inp.mask[:1].expand(n, -1).contiguous())
     aug = torch.Generator().manual_seed(0)
+    loss_fn = bench_loss(cfg)
     order = [np.arange(i, i + cfg.batch) for i in range(0, n, cfg.batch)]
     stream = iter(())
 
@@ -103,7 +107,7 @@ def _pipeline_step(cfg: BenchConfig, inp, model, opt) -> Callable[[], None]:
         if cfg.host_syncs:
             batch.pop("idx_t")  # the old lookup: indices copied from the host every step
         out = forward_batch(model, batch, feats, inp.autocast())
-        loss, _ = total_loss(out, batch, as_float=cfg.host_syncs, fast_cosine=cfg.fast_cosine)
+        loss, _ = loss_fn(out, batch, as_float=cfg.host_syncs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -111,79 +115,88 @@ def _pipeline_step(cfg: BenchConfig, inp, model, opt) -> Callable[[], None]:
 
 
 def model_cases(cfg: BenchConfig) -> list[dict]:
-    """Train-step and inference throughput of each model on random inputs of the configured shape."""
-
+    """Train-step and inference throughput of each model on random inputs of the configured shape, with the
+    process-wide switches of ``cfg`` set for the measurement only."""
     inp = step_inputs(cfg)
-    flags = fast_path_flags(cfg, inp.device)
-    device, bf16, cl = inp.device, inp.bf16, inp.channels_last
-    x1, x2, f_text, mask, batch, b, s = inp.x1, inp.x2, inp.f_text, inp.mask, inp.batch, cfg.batch, cfg.size
-
-    def autocast():
-        return inp.autocast(cache_enabled=not cfg.cuda_graphs)
-
-    rows = []
-    for kind in cfg.models:
-        model, opt = bench_model(kind, cfg, inp)
-        total, trainable = count_parameters(model)
-        fwd = torch.compile(model) if cfg.compile else model
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
-        def train_step(fwd=fwd, opt=opt):
-            with autocast():
-                out = fwd(x1, x2, f_text, mask)
-                loss, _ = total_loss(out, batch, as_float=cfg.host_syncs, fast_cosine=cfg.fast_cosine)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        def infer(fwd=fwd):
-            with torch.inference_mode(), autocast():
-                fwd(x1, x2, f_text, mask)
-
-        def graph_step(fwd=fwd, opt=opt):  # no zero_grad inside: the captured backward overwrites .grad
-            with autocast():
-                out = fwd(x1, x2, f_text, mask)
-                loss, _ = total_loss(out, batch, as_float=False, fast_cosine=cfg.fast_cosine)  # no sync
-            loss.backward()
-            opt.step()
-
-        def graph_infer(fwd=fwd):
-            with torch.no_grad(), autocast():
-                fwd(x1, x2, f_text, mask)
-
-        t_train = timed(train_step, device, cfg.warmup, cfg.repeats)
-        peak = _peak_memory_mb(device)
-        flops_train = _flops(train_step)
-        cases = [("train_step", t_train, flops_train)]
-        if cfg.pipeline:
-            cases.append(("train_step_pipeline", timed(_pipeline_step(cfg, inp, fwd, opt), device, cfg.warmup,
-                                                        cfg.repeats), flops_train))
-        if cfg.cuda_graphs:
-            replay = _graphed(graph_step, lambda opt=opt: opt.zero_grad(set_to_none=True))
-            cases.append(("train_step_cuda_graph", timed(replay, device, cfg.warmup, cfg.repeats), flops_train))
-        model.eval()
-        cases.append(("inference", timed(infer, device, cfg.warmup, cfg.repeats), None))
-        if cfg.cuda_graphs:
-            cases.append(("inference_cuda_graph", timed(_graphed(graph_infer), device, cfg.warmup, cfg.repeats),
-                          None))
-        for case, times, flops in cases:
-            med = statistics.median(times)
-            row = {"case": case, "model": kind, "pairs_per_s": round(b / med, 2),
-                   "step_ms_median": round(med * 1e3, 2), "step_ms_min": round(min(times) * 1e3, 2),
-                   "params_total": total, "params_trainable": trainable}
-            if flops:
-                row.update(flops_per_step=flops, tflops_per_s=round(flops / med / 1e12, 3),
-                           peak_memory_mb=round(peak, 1))
-            rows.append(row)
-        del model, opt, fwd
+    with set_fast_path(cfg, inp.device) as flags:
+        rows = [row for kind in cfg.models for row in _model_rows(kind, cfg, inp)]
     base = {r["case"]: r for r in rows if r["model"] == "baseline"}
     for r in rows:
         if r["model"] == "textscd" and r["case"] in base:
             r["tgi_overhead_pct"] = round(100 * (r["step_ms_median"] / base[r["case"]]["step_ms_median"] - 1), 1)
-    common = {"device": device_name(device), "size": s, "batch": b, "precision": "bf16" if bf16 else "fp32",
-              "channels_last": cl, "compile": cfg.compile, "torch": torch.__version__, **flags}
+    common = {"device": device_name(inp.device), "size": cfg.size, "batch": cfg.batch,
+              "precision": "bf16" if inp.bf16 else "fp32", "channels_last": inp.channels_last,
+              "compile": cfg.compile, "torch": torch.__version__, **flags}
     return [{**common, **r} for r in rows]
+
+
+def _step_functions(cfg: BenchConfig, inp, fwd, opt) -> dict[str, Callable[[], None]]:
+    """The timed calls of one model: the train step, inference, and their CUDA-graph-capturable forms."""
+    x1, x2, f_text, mask, batch = inp.x1, inp.x2, inp.f_text, inp.mask, inp.batch
+    loss_fn = bench_loss(cfg)
+
+    def autocast():
+        return inp.autocast(cache_enabled=not cfg.cuda_graphs)
+
+    def train_step():
+        with autocast():
+            loss, _ = loss_fn(fwd(x1, x2, f_text, mask), batch, as_float=cfg.host_syncs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def infer():
+        with torch.inference_mode(), autocast():
+            fwd(x1, x2, f_text, mask)
+
+    def graph_step():  # no zero_grad inside: the captured backward overwrites .grad
+        with autocast():
+            loss, _ = loss_fn(fwd(x1, x2, f_text, mask), batch, as_float=False)  # no sync
+        loss.backward()
+        opt.step()
+
+    def graph_infer():
+        with torch.no_grad(), autocast():
+            fwd(x1, x2, f_text, mask)
+
+    return {"train": train_step, "infer": infer, "graph_step": graph_step, "graph_infer": graph_infer}
+
+
+def _model_rows(kind: str, cfg: BenchConfig, inp) -> list[dict]:
+    """The timed rows of one model (train step, inference, and the optional pipeline and CUDA-graph cases)."""
+    device, b = inp.device, cfg.batch
+    model, opt = bench_model(kind, cfg, inp)
+    total, trainable = count_parameters(model)
+    fwd = torch.compile(model) if cfg.compile else model
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    fns = _step_functions(cfg, inp, fwd, opt)
+    t_train = timed(fns["train"], device, cfg.warmup, cfg.repeats)
+    peak = _peak_memory_mb(device)
+    flops_train = _flops(fns["train"])
+    cases = [("train_step", t_train, flops_train)]
+    if cfg.pipeline:
+        cases.append(("train_step_pipeline", timed(_pipeline_step(cfg, inp, fwd, opt), device, cfg.warmup,
+                                                    cfg.repeats), flops_train))
+    if cfg.cuda_graphs:
+        replay = _graphed(fns["graph_step"], lambda: opt.zero_grad(set_to_none=True))
+        cases.append(("train_step_cuda_graph", timed(replay, device, cfg.warmup, cfg.repeats), flops_train))
+    model.eval()
+    cases.append(("inference", timed(fns["infer"], device, cfg.warmup, cfg.repeats), None))
+    if cfg.cuda_graphs:
+        cases.append(("inference_cuda_graph", timed(_graphed(fns["graph_infer"]), device, cfg.warmup,
+                                                    cfg.repeats), None))
+    rows = []
+    for case, times, flops in cases:
+        med = statistics.median(times)
+        row = {"case": case, "model": kind, "pairs_per_s": round(b / med, 2),
+               "step_ms_median": round(med * 1e3, 2), "step_ms_min": round(min(times) * 1e3, 2),
+               "params_total": total, "params_trainable": trainable}
+        if flops:
+            row.update(flops_per_step=flops, tflops_per_s=round(flops / med / 1e12, 3),
+                       peak_memory_mb=round(peak, 1))
+        rows.append(row)
+    return rows
 
 
 def loading_cases(cfg: BenchConfig) -> list[dict]:
@@ -213,7 +226,8 @@ def check_config(cfg: BenchConfig) -> None:
         raise FileNotFoundError(f"--data {cfg.data_root}: no such dataset folder")
 
 
-def run_bench(cfg: BenchConfig, write: bool = True) -> list[dict]:
+def run_bench(cfg: BenchConfig, write: bool = False) -> list[dict]:
+    """Every timed case of ``cfg``; appended to ``results/benchmarks/<device>.jsonl`` only with ``write``."""
     check_config(cfg)
     rows = model_cases(cfg) + loading_cases(cfg)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -223,9 +237,9 @@ def run_bench(cfg: BenchConfig, write: bool = True) -> list[dict]:
     return rows
 
 
-def run_parts(cfg: BenchConfig, steps: int = 3, write: bool = True) -> list[dict]:
+def run_parts(cfg: BenchConfig, steps: int = 3, write: bool = False) -> list[dict]:
     """``textscd bench --parts``: :func:`textscd_lib.perf.step_profile.profile_parts` (measured time per model
-    part), appended to ``results/benchmarks/<device>.jsonl`` as ``part_time`` rows."""
+    part), appended to ``results/benchmarks/<device>.jsonl`` as ``part_time`` rows with ``write``."""
 
     if cfg.compile or cfg.cuda_graphs:
         raise ValueError("--parts profiles the eager step part by part; torch.compile and CUDA graphs fuse or replay "
@@ -244,9 +258,9 @@ def _append(rows: list[dict], path: Path) -> None:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def run_cost(cfg: BenchConfig, profile: str = "h100-sxm", write: bool = True) -> list[dict]:
+def run_cost(cfg: BenchConfig, profile: str = "h100-sxm", write: bool = False) -> list[dict]:
     """``textscd bench --cost``: :func:`textscd_lib.perf.costmodel.step_costs` for each model (no timing, any
-    machine), appended to ``results/benchmarks/cost-model.jsonl``."""
+    machine), appended to ``results/benchmarks/cost-model.jsonl`` with ``write``."""
 
     if cfg.size < 64 or cfg.size % 32 or cfg.batch < 1:
         raise ValueError(f"--size {cfg.size} / --batch {cfg.batch}: use a multiple of 32 (≥ 64) and a batch ≥ 1")

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import platform
 import re
-import statistics  # noqa: F401  (kept for timed's callers)
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from textscd_lib.common.device import pick_device
+from textscd_lib.engine.cudnn import cudnn_benchmark
 from textscd_lib.models.kinds import KINDS
-from textscd_lib.models.textscd import build_model
+from textscd_lib.models.losses import total_loss
+from textscd_lib.models.textscd import TextSCD
+from textscd_lib.perf.variants import PerLevelMaskTextSCD, fast_cosine_total_loss
 
 
 @dataclass
@@ -34,12 +36,13 @@ class BenchConfig:
     repeats: int = 10
     data_root: str = ""            # for the loading case; "" = skip unless given
     out_dir: str = "results/benchmarks"
-    # issue 16: each change of the fast path, on or off (defaults = the fast path; the tail = the model's default)
+    # each change of the fast path, on or off, so that its effect is two runs differing in one switch
+    # (defaults = the library's own path; the old paths are rebuilt in perf/variants.py)
     tail: str = "paper"            # the decoders' tail (textscd_lib.models.textscd.TAILS)
     cudnn_benchmark: bool = True   # torch.backends.cudnn.benchmark on CUDA (static shapes)
-    mask_once: bool = True         # TGI's text mask made once per forward, not per level
+    mask_once: bool = True         # False: PerLevelMaskTextSCD, the text mask made at each TGI level
     host_syncs: bool = False       # True: the old step's host syncs (loss .tolist(); --pipeline: per-batch copies)
-    fast_cosine: bool = False      # L_sim's cosine written out (rounding differs; off in training)
+    fast_cosine: bool = False      # True: L_sim's cosine written out (rounding differs; never in training)
     pipeline: bool = False         # also time the step fed by the trainer's batches (augmentation, text lookup)
 
 
@@ -115,21 +118,27 @@ def step_inputs(cfg: BenchConfig) -> StepInputs:
     return StepInputs(device, bf16, cl, x1, x2, f_text, mask.to(device), batch)
 
 
-def fast_path_flags(cfg: BenchConfig, device: torch.device) -> dict:
-    """The fast-path switches a row was measured with (set cudnn.benchmark as asked, on CUDA)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
-    return {"tail": cfg.tail, "cudnn_benchmark": cfg.cudnn_benchmark and device.type == "cuda",
-            "mask_once": cfg.mask_once, "host_syncs": cfg.host_syncs, "fast_cosine": cfg.fast_cosine}
+@contextmanager
+def set_fast_path(cfg: BenchConfig, device: torch.device):
+    """Set the process-wide switches of ``cfg`` for the block (cudnn.benchmark on CUDA, restored on exit) and
+    yield the record every row carries: the switches it was measured with."""
+    cuda = device.type == "cuda"
+    with cudnn_benchmark(cfg.cudnn_benchmark) if cuda else nullcontext():
+        yield {"tail": cfg.tail, "cudnn_benchmark": cfg.cudnn_benchmark and cuda, "mask_once": cfg.mask_once,
+               "host_syncs": cfg.host_syncs, "fast_cosine": cfg.fast_cosine}
 
 
 def bench_model(kind: str, cfg: BenchConfig, inp: StepInputs):
     """A freshly built, randomly initialised model on the bench's device and memory format, in train mode,
-    with the trainer's SGD (shared by the throughput cases and ``--parts``)."""
-    model = build_model(kind, text_dim=cfg.text_dim, weights=None, tail=cfg.tail).to(
+    with the trainer's SGD (shared by the throughput cases and ``--parts``); ``mask_once=False`` builds the
+    per-level-mask variant (same weights, same numbers)."""
+    cls = TextSCD if cfg.mask_once else PerLevelMaskTextSCD
+    model = cls(kind=kind, text_dim=cfg.text_dim, weights=None, tail=cfg.tail).to(
         inp.device, memory_format=inp.memory_format)
-    model.mask_once = cfg.mask_once
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     return model.train(), opt
 
 
+def bench_loss(cfg: BenchConfig) -> Callable:
+    """The step's loss: the library's ``total_loss``, or its written-out-cosine variant for ``fast_cosine``."""
+    return fast_cosine_total_loss if cfg.fast_cosine else total_loss

@@ -32,9 +32,8 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from textscd_lib.models.losses import total_loss
 from textscd_lib.perf.costmodel import PART_OF_MODULE, PARTS, step_costs
-from textscd_lib.perf.harness import bench_model, device_name, fast_path_flags, step_inputs, timed
+from textscd_lib.perf.harness import bench_loss, bench_model, device_name, set_fast_path, step_inputs, timed
 
 RANGE = "part:"
 STEP_PARTS = (*PARTS, "optimizer")
@@ -131,7 +130,13 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
     if steps < 1:
         raise ValueError(f"steps={steps}: profile at least one step")
     inp = step_inputs(cfg)
-    fast_path_flags(cfg, inp.device)  # cudnn.benchmark as the bench sets it
+    with set_fast_path(cfg, inp.device):  # cudnn.benchmark as the bench sets it, restored afterwards
+        return _profile_models(cfg, inp, steps)
+
+
+def _profile_models(cfg, inp, steps: int) -> list[dict]:
+    """:func:`profile_parts` for each model of ``cfg`` on the step inputs ``inp``."""
+    loss_fn = bench_loss(cfg)
     cuda = inp.device.type == "cuda"
     dev_name = device_name(inp.device)
     profile_key = _profile_name(dev_name) if cuda else None
@@ -144,8 +149,7 @@ def profile_parts(cfg, steps: int = 3) -> list[dict]:
                 with record_function(RANGE + "glue"):
                     out = model(inp.x1, inp.x2, inp.f_text, inp.mask)
                 with record_function(RANGE + "loss"):
-                    loss, _ = total_loss(out, inp.batch, as_float=False,
-                                         fast_cosine=getattr(cfg, "fast_cosine", False))
+                    loss, _ = loss_fn(out, inp.batch, as_float=False)
             loss.backward()
             with record_function(RANGE + "optimizer"):
                 opt.step()
