@@ -271,7 +271,9 @@ def _on_sigterm():
 def load_params_file(path: str | Path) -> dict:
     import yaml
 
-    path = Path(path)
+    from textscd_lib.course.runrecord import preset_file
+
+    path = Path(path) if Path(path).exists() else preset_file(str(path)) or Path(path)  # a bare name: a preset
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:

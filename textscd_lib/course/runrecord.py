@@ -127,3 +127,20 @@ def lab_route(times: dict[str, float]) -> list[dict]:
         lab = None if demo is None else demo * (LAB_EPOCHS / DEMO_EPOCHS if chapter == "05" else 1.0)
         rows.append({"chapter": chapter, "demo s": demo, "lab s (expected)": lab, "lab route": route})
     return rows
+
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def preset_file(name: str) -> Path | None:
+    """``textscd_lib/course/presets/<name>.yaml`` for a bare preset name (``textscd run --params lab``); None when
+    ``name`` is a path or no preset has that name, so that the caller reads it as a file."""
+    if not name or Path(name).name != name or Path(name).suffix:
+        return None
+    f = PRESETS / f"{name}.yaml"
+    return f if f.is_file() else None
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with the package."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
