@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -35,11 +34,6 @@ log = logging.getLogger(__name__)
 SUBSTITUTES_FILE = "substitutes.json"
 WARNINGS_FILE = "warnings.json"
 EFFECTIVE_FILE = "effective.json"
-
-
-def is_fast() -> bool:
-    """True when ``TEXTSCD_FAST=1``: every size shrinks so that tests run in seconds."""
-    return os.environ.get("TEXTSCD_FAST", "") not in ("", "0", "false", "False")
 
 
 def run_dir(run: str, root: str | Path | None = None) -> Path:
