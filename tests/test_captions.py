@@ -205,3 +205,72 @@ def test_oracle_on_data_without_scene_log_names_the_missing_file(root, tmp_path)
     (root / "scene_log.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match="scene_log.jsonl"):
         caption_dataset(root, "oracle", tmp_path / "o.jsonl")
+
+
+# ------------------------------------------------------------------------------ a store read strictly
+def _store(tmp_path, lines: list[bytes]):
+    path = tmp_path / "caps.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def _rec(pair: str, caption: str | None, status: str = "ok") -> bytes:
+    return json.dumps({"pair": pair, "caption": caption, "status": status}, ensure_ascii=False).encode("utf-8")
+
+
+def test_bytes_that_are_not_utf8_are_an_error_naming_the_file_and_line(tmp_path, capsys):
+    from textscd_lib.cli.main import main
+
+    path = _store(tmp_path, [_rec("00000", "a road"), b'{"pair": "00001", "caption": "caf\xe9", "status": "ok"}'])
+    with pytest.raises(ValueError, match=r"caps\.jsonl:2: not UTF-8 text \(byte 0xe9"):
+        load_captions(path)
+    assert main(["features", str(path), "--encoder", "clip-random", "--out", str(tmp_path / "f.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "caps.jsonl:2: not UTF-8" in err[0] and not (tmp_path / "f.pt").exists()
+
+
+def test_an_unknown_status_is_an_error_naming_the_line_not_a_dropped_pair(tmp_path):
+    path = _store(tmp_path, [_rec("00000", "a road"), _rec("00001", "houses", status="OK")])
+    with pytest.raises(ValueError, match=r"caps\.jsonl:2: unknown status 'OK' of pair '00001'"):
+        load_captions(path)
+
+
+def test_a_byte_order_mark_is_accepted_silently(tmp_path, caplog):
+    path = _store(tmp_path, [b"\xef\xbb\xbf" + _rec("00000", "a road"), _rec("00001", "houses")])
+    with caplog.at_level("WARNING"):
+        assert load_captions(path) == {"00000": "a road", "00001": "houses"}
+    assert not caplog.records
+
+
+def test_conflicting_duplicates_are_warned_with_their_count_and_the_last_wins(tmp_path, caplog):
+    path = _store(tmp_path, [_rec("00000", "a road"), _rec("00001", "houses"), _rec("00000", "a river"),
+                             _rec("00001", "houses"), _rec("00002", None, "failed"), _rec("00002", "trees")])
+    with caplog.at_level("WARNING"):
+        assert load_captions(path) == {"00000": "a river", "00001": "houses", "00002": "trees"}
+    text = caplog.text
+    assert "1 pair(s) have several ok records with different captions" in text and "00000 on lines 1, 3" in text
+    assert "the last one in the file wins" in text
+
+
+def test_lines_skipped_as_unreadable_are_named_by_number(tmp_path, caplog):
+    path = _store(tmp_path, [_rec("00000", "a road"), b"not json", _rec("00001", "houses")])
+    with caplog.at_level("WARNING"):
+        assert set(load_captions(path)) == {"00000", "00001"}
+    assert "skipped 1 line(s) that are not caption records: line 2" in caplog.text
+
+
+def test_caption_exits_1_saying_the_store_holds_no_caption_when_every_pair_failed(tmp_path, capsys, monkeypatch):
+    from fake_gemini import FakeGemini
+
+    from textscd_lib.cli.main import main
+
+    images = make_tiny_second(tmp_path / "data", n=3)
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key-not-secret-123")
+    with FakeGemini() as fake:
+        for name, (a, b) in images.items():
+            fake.register_pair(name, a, b, [400])  # a request refused for this pair: stored as failed
+        rc = main(["caption", str(tmp_path / "data"), "--out", str(tmp_path / "g.jsonl"), "--base-url", fake.url,
+                   "--attempts", "1", "--rpm", "600000"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1
+    assert "holds no caption at all (3 of 3 pairs failed in this run)" in err[0]

@@ -91,9 +91,8 @@ def _verdict(summary: dict, out: str) -> int:
     from textscd_lib.text.store import CaptionStore
 
     if not CaptionStore(out).captions():
-        print(f"textscd caption: error: {out} holds no caption at all ({summary.get('failed', 0)} failed, "
-              f"{summary.get('missing', 0)} missing of {summary.get('pairs', 0)} pairs); nothing to train on",
-              file=sys.stderr)
+        print(f"textscd caption: error: {out} holds no caption at all ({summary.get('failed', 0)} of "
+              f"{summary.get('pairs', 0)} pairs failed in this run); nothing to train on", file=sys.stderr)
         return 1
     if summary.get("failed"):
         print(f"{summary['failed']} pair(s) failed after every retry (stored with their errors, not as captions); "
