@@ -105,7 +105,7 @@ def test_text_features_carrying_code_are_refused_and_never_run_it(run, tmp_path,
     assert str(evil) in line and "never unpickled" in line
 
 
-def test_convert_checkpoint_says_it_unpickles_and_writes_a_portable_file_that_resumes(run, tmp_path, capsys):
+def test_convert_checkpoint_says_it_unpickles_and_writes_a_portable_file_with_the_resume_state(run, tmp_path, capsys):
     import numpy as np
 
     old_ck = torch.load(run["last"], map_location="cpu", weights_only=True)
