@@ -28,16 +28,14 @@ def cmd_env(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """Run the series. A refused input (runner.RunInputError, a ValueError) exits 2 and a failed chapter
+    (RunError) exits 1, each as one line on stderr (cli/main.py); the chapters' table goes to stdout."""
     from textscd_lib.course import runner
 
     params = runner.load_params_file(args.params) if args.params else {}
     name = args.run_name or ("fast" if args.fast else "demo")
-    only = args.only.split(",") if args.only else None
-    try:
-        rep = runner.run_series(params, run_name=name, fast=args.fast, only=only, kernel_name=args.kernel)
-    except runner.RunError as e:
-        print(f"textscd run: {e}")
-        return 1
+    only = args.only.split(",") if args.only is not None else None
+    rep = runner.run_series(params, run_name=name, fast=args.fast, only=only, kernel_name=args.kernel)
     for nb in rep.notebooks:
         print(f"  {nb['notebook']:<40} {nb['status']:<6} {nb.get('seconds', 0):8.1f} s")
     print(f"run '{name}' finished: {rep.path / 'run.json'}")

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]
 
 
+class RunInputError(RunError, ValueError):
+    """A run refused before anything started because of an input the user can fix (an unknown or mistyped
+    parameter, an empty or unknown ``--only``, an unreadable parameters file): ``textscd run`` exits 2."""
+
+
 class Terminated(BaseException):
     """SIGTERM while the series runs (handled like Ctrl-C: the record says "interrupted")."""
 
@@ -54,12 +59,15 @@ def list_notebooks(only: list[str] | None = None, folder: Path | None = None) ->
     """The numbered notebooks, in order; ``only`` keeps those whose number is listed (e.g. ["03", "04"])."""
     folder = folder or home() / "notebooks"
     books = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
-    if only:
+    if only is not None:
         wanted = {o.strip().zfill(2) for o in only if o.strip()}
+        if not wanted:
+            raise RunInputError(f"--only {','.join(only)!r} names no notebook; give numbers such as 03,04 "
+                                "(or leave --only out to run the whole series)")
         unknown = wanted - {p.name[:2] for p in books}
         if unknown:
-            raise RunError(f"--only names notebooks that do not exist: {sorted(unknown)}; "
-                           f"have {[p.name[:2] for p in books]}")
+            raise RunInputError(f"--only names notebooks that do not exist: {sorted(unknown)}; "
+                                f"have {[p.name[:2] for p in books]}")
         books = [p for p in books if p.name[:2] in wanted]
     if not books:
         raise RunError(f"no notebooks found in {folder}")
@@ -130,21 +138,28 @@ def _kind(value) -> str:
 
 def check_parameters(params: dict, declared: dict[Path, dict], types: dict[Path, dict] | None = None) -> None:
     """Every parameter must be declared by a selected notebook, and of a kind its declaration accepts (an
-    int is accepted where a float is declared); raises :class:`RunError` naming the parameter."""
+    int is accepted where a float is declared); raises :class:`RunInputError` naming the parameter. A value
+    for a parameter whose kind cannot be read (no annotation, no literal default) is refused as well, as a
+    fault of the notebook (:class:`RunError`): run.json would otherwise record a value nobody checked."""
     known = set().union(*(set(d) for d in declared.values()))
     unknown = sorted(set(params) - known)
     if unknown:
-        raise RunError(f"unknown parameter(s) {unknown}: no selected notebook declares them. "
-                       f"Known parameters: {sorted(known)}")
+        raise RunInputError(f"unknown parameter(s) {unknown}: no selected notebook declares them. "
+                            f"Known parameters: {sorted(known)}")
     for book, kinds in (types or {}).items():
         for name, value in params.items():
-            want = kinds.get(name)
-            got = _kind(value)
-            if want is None or got in want or (got == "int" and "float" in want):
+            if name not in kinds:
+                continue
+            want, got = kinds[name], _kind(value)
+            if want is None:
+                raise RunError(f"parameter {name}: {book.name} declares it without a type annotation, so "
+                               f"{value!r} cannot be checked; annotate it in the parameters cell "
+                               f"(e.g. {name}: int | None = ...); nothing was run")
+            if got in want or (got == "int" and "float" in want):
                 continue
             order = [k for k in ("int", "float", "str", "bool", "list", "dict", "None") if k in want]
-            raise RunError(f"parameter {name}: {value!r} is a {got}, but {book.name} declares {name} as "
-                           f"{' or '.join(order)} (default {declared[book][name]}); nothing was run")
+            raise RunInputError(f"parameter {name}: {value!r} is a {got}, but {book.name} declares {name} as "
+                                f"{' or '.join(order)} (default {declared[book][name]}); nothing was run")
 
 
 def git_commit(root: Path) -> dict:
@@ -177,9 +192,9 @@ def run_series(params: dict | None = None, run_name: str = "demo", fast: bool = 
     params = dict(params or {})
     for reserved in RUNNER_PARAMETERS:
         if reserved in params:
-            raise RunError(f"parameter {reserved} is set by the runner (use --run-name / --fast)")
+            raise RunInputError(f"parameter {reserved} is set by the runner (use --run-name / --fast)")
+    books = list_notebooks(only, notebooks_dir)  # an empty or unknown --only is refused first
     series = list_notebooks(None, notebooks_dir)
-    books = list_notebooks(only, notebooks_dir)
     declared = {b: declared_parameters(b) for b in series}
     check_parameters(params, {b: declared[b] for b in books}, {b: parameter_types(b) for b in books})
 
@@ -277,7 +292,7 @@ def load_params_file(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise RunError(f"{path}: cannot read parameters ({e})") from e
+        raise RunInputError(f"{path}: cannot read parameters ({e})") from e
     if not isinstance(data, dict):
-        raise RunError(f"{path}: parameters must be a mapping NAME: value, got {type(data).__name__}")
+        raise RunInputError(f"{path}: parameters must be a mapping NAME: value, got {type(data).__name__}")
     return data
