@@ -274,3 +274,13 @@ def test_caption_exits_1_saying_the_store_holds_no_caption_when_every_pair_faile
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1
     assert "holds no caption at all (3 of 3 pairs failed in this run)" in err[0]
+
+
+def test_features_of_a_store_where_every_pair_failed_are_refused_not_written_empty(tmp_path, capsys):
+    from textscd_lib.cli.main import main
+
+    path = _store(tmp_path, [_rec("00000", None, "failed"), _rec("00001", None, "failed")])
+    assert main(["features", str(path), "--encoder", "clip-random", "--out", str(tmp_path / "f.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no caption with status ok (2 pairs failed)" in err[0]
+    assert not (tmp_path / "f.pt").exists()

@@ -94,12 +94,17 @@ def make_text_features(captions: str | Path, out: str | Path, encoder: str | Tex
     ``out`` must be a text-feature file (replaced only with ``force``; the command line asks for ``--force``)."""
     captions = resolve(captions)
     guard_output_file(resolve(out), "text-feature file", inputs=[captions], force=force, recognise=is_features_file)
+    texts = load_captions(captions)
+    if not texts:
+        failed = len(CaptionStore(captions).failed())
+        raise ValueError(f"{captions}: no caption with status ok ({failed} pairs failed); nothing to encode - "
+                         "caption again (textscd caption) before making features")
     found_source, found_record = store_source(captions)
     enc = load_text_encoder(encoder, device="cpu") if isinstance(encoder, str) else encoder
     provenance = {"source": source or found_source, "captions_file": str(captions),
                   "captions": found_record if captions_record is False else captions_record,
                   "encoder": enc.name, "text_encoder": enc.substitute, "data": store_data_record(captions)}
-    tf = build_text_features(enc, load_captions(captions), resolve(out))
+    tf = build_text_features(enc, texts, resolve(out))
     if getattr(tf, "provenance", None) != provenance:
         tf.provenance = provenance
         tf.save(resolve(out))
