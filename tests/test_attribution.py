@@ -11,7 +11,7 @@ import pytest
 from textscd_lib.analysis import attribution as A
 from textscd_lib.analysis.errors import FALSE_ALARM, error_map
 from textscd_lib.analysis.records import confusion_of, tile_analysis
-from textscd_lib.metrics import scores_from_confusion, scores_from_transitions
+from textscd_lib.metrics import scores_from_confusion, scores_from_transitions, transition_codes
 
 
 def known_tile():
@@ -116,6 +116,8 @@ def test_the_37_class_sek_is_labelled_apart_and_lower_on_wrong_classes():
     s37 = scores_from_transitions(t.T)
     assert s37["SeK"] < scores_from_confusion(t.H)["SeK"]
     assert t.T.sum() == 32 * 32
+    a, b = (transition_codes(*m, partial="unchanged") for m in (pred, label))   # the library's own codes
+    assert (t.T == np.bincount((a * 37 + b).ravel(), minlength=37 * 37).reshape(37, 37)).all()
 
 
 def test_slices_count_every_component_once_per_slice_and_fixing_a_whole_slice_equals_the_type_fix():

@@ -85,8 +85,9 @@ def _tile_job(job: tuple) -> tuple:
     name, gt_paths, img_dir, pa, pb, caption, scene, boundary_px, names = job
     label = read_truth(*gt_paths)
     preds = [tuple(read_label(q) for q in pa)] + ([tuple(read_label(q) for q in pb)] if pb else [])
-    dist = distance_to(label[0] > 0)   # to the true change: the same for both methods
-    res = [tile_analysis(name, p, label, caption, scene, boundary_px, dist) for p in preds]
+    change = label[0] > 0              # distances to the true change and into it: the same for both methods
+    dist, depth = distance_to(change), distance_to(~change)
+    res = [tile_analysis(name, p, label, caption, scene, boundary_px, dist, depth) for p in preds]
     im1, im2 = _images(img_dir, name, label[0].shape)
     comps_a = pd.DataFrame(res[0].components, columns=list(COMPONENT_COLUMNS))
     iso = {e: set(comps_a.loc[(comps_a["error"] == e) & (comps_a["kind"] == "isolated"), "id"])

@@ -197,26 +197,29 @@ def _type_index(c: dict) -> int:
 
 
 def tile_analysis(name: str, pred: tuple, label: tuple, caption: str | None = None, scene: Mapping | None = None,
-                  boundary_px: int = BOUNDARY_PX, dist_true: np.ndarray | None = None) -> TileErrors:
+                  boundary_px: int = BOUNDARY_PX, dist_true: np.ndarray | None = None,
+                  depth: np.ndarray | None = None) -> TileErrors:
     """The records, confusions and fix deltas of one tile (chapter 06; see :class:`TileErrors`).
 
     ``pred`` and ``label`` are ``(map1, map2)`` index maps (0 = unchanged). Every wrong pixel lies in exactly
     one component: a false alarm or a miss (``kind`` boundary / isolated by :data:`BOUNDARY_PX`) or a wrong
     class (changed in truth and prediction, a date's class wrong; ``kind`` empty, ``distance_px`` the depth
     inside the true change). ``caption`` (None = no caption) and ``scene`` (the tile's scene-log record) fill
-    ``caption_names``, ``event`` and ``cause``. ``dist_true``: :func:`distance_to` of the true change, when
-    already computed (it is the same for every method scored on this tile)."""
+    ``caption_names``, ``event`` and ``cause``. ``dist_true`` / ``depth``: :func:`distance_to` of the true
+    change / of the true unchanged area, when already computed (they are the same for every method scored on
+    this tile)."""
     p1, p2, l1, l2 = (np.asarray(x, dtype=np.uint8) for x in (*pred, *label))
     err = error_map(p1, p2, l1, l2)
     H = confusion_of((p1, p2), (l1, l2))
     row = _tile_row(name, H, err)
     true_change, pred_change = l1 > 0, (p1 > 0) | (p2 > 0)
-    if dist_true is None:
+    if dist_true is None:                    # None again when there is no change: cheap to recompute
         dist_true = distance_to(true_change)
+    if depth is None:
+        depth = distance_to(~true_change)
     ctx = {"name": name, "maps": (p1, p2, l1, l2), "pcode": p1 * N + p2, "tcode": l1 * N + l2,
            "boundary_px": boundary_px, "scene": scene, "mentioned": classes_mentioned(caption) if caption is not None
            else None, "scale": err.shape[0] / scene["size"] if scene and scene.get("size") else 1.0}
-    depth = distance_to(~true_change)
     comps, cid, offset = [], np.zeros(err.shape, np.int64), 0
     for error, cat, dist in (("false alarm", FALSE_ALARM, dist_true), ("miss", MISS, None),
                              ("wrong class", WRONG_CLASS, depth)):
@@ -261,14 +264,16 @@ def _count_kinds(row: dict, comps: list[dict]) -> None:
 
 
 def transition_confusion(pred: tuple, label: tuple) -> np.ndarray:
-    """The tile's 37×37 from→to confusion (`textscd_lib.metrics.transition_codes`; a pixel changed on one date
-    only counts as unchanged) for the other SeK convention, `textscd_lib.metrics.scores_from_transitions`."""
-    from textscd_lib.metrics import transition_codes
-
-    a = transition_codes(*pred, partial="unchanged")
-    b = transition_codes(*label, partial="unchanged")
+    """The tile's 37×37 from→to confusion (codes of `textscd_lib.metrics.transition_codes`: 0 unchanged, else
+    1 + 6·(c1 − 1) + (c2 − 1); a pixel changed on one date only counts as unchanged) for the other SeK
+    convention, `textscd_lib.metrics.scores_from_transitions`. Maps are index maps 0..6 (uint8)."""
     k = 1 + (N - 1) ** 2
-    return np.bincount((a * k + b).ravel(), minlength=k * k).reshape(k, k)
+
+    def codes(a, b):
+        a, b = np.asarray(a, np.int16), np.asarray(b, np.int16)
+        return np.where((a > 0) & (b > 0), (N - 1) * a + b - N + 1, 0).astype(np.int32)   # 1 + 6(a−1) + (b−1)
+
+    return np.bincount((codes(*pred) * k + codes(*label)).ravel(), minlength=k * k).reshape(k, k)
 
 
 def tile_records(name: str, pred: tuple, label: tuple, caption: str | None = None, scene: Mapping | None = None,
