@@ -119,7 +119,8 @@ def benchmark(pairs: int = 600, size: int = 512, workers: int = 2, keep: str | N
                             log=lambda s: None)
         paths = write_outputs(a, tmp / "out")
         sec, cpu = time.perf_counter() - t1, _cpu() - cpu0
-        return {"what": "textscd errors (records, ranking, gallery, report.html) on simulated predictions",
+        return {"what": "textscd errors (records, wrong-class components, attribution, tolerance, slices, ranking, "
+                        "gallery, component browser, report.html) on simulated predictions",
                 "pairs": pairs, "unique_scenes": min(pairs, unique), "size": size, "methods": 2, "workers": workers, "seconds": round(sec, 1),
                 "cpu_seconds": round(cpu, 1), "load_average_1min": round(os.getloadavg()[0], 1),
                 "prepare_seconds": round(prep, 1), "report_mb": round(paths["report"].stat().st_size / 2**20, 2),
