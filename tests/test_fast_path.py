@@ -69,19 +69,19 @@ def test_streamed_and_resident_batches_are_equal_with_the_same_flips():
         assert all(torch.equal(a[k], b[k]) for k in ("x1", "x2", "label1", "label2", "change"))
 
 
-def test_tgi_mask_prepared_once_gives_the_same_output_as_the_benchmarks_per_level_variant():
+def test_the_benchmarks_mask_once_variant_gives_the_same_output_as_the_models_per_level_masks():
     from textscd_lib.models.textscd import build_model
-    from textscd_lib.perf.variants import PerLevelMaskTextSCD
+    from textscd_lib.perf.variants import MaskOnceTextSCD
 
     torch.manual_seed(0)
     model = build_model("textscd", text_dim=8, weights=None, width=16, heads=4).eval()
     x1, x2 = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
     F_text, mask = torch.randn(2, 6, 8), torch.tensor([[1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     with torch.no_grad():
-        once = model(x1, x2, F_text, mask)
-        variant = PerLevelMaskTextSCD("textscd", text_dim=8, weights=None, width=16, heads=4).eval()
+        per_level = model(x1, x2, F_text, mask)
+        variant = MaskOnceTextSCD("textscd", text_dim=8, weights=None, width=16, heads=4).eval()
         variant.load_state_dict(model.state_dict())
-        per_level = variant(x1, x2, F_text, mask)
+        once = variant(x1, x2, F_text, mask)
     assert all(torch.equal(once[k], per_level[k]) for k in once)
 
 

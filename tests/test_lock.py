@@ -18,8 +18,8 @@ HOLD = ("import sys, time; from textscd_lib.common.lock import run_lock\n"
 # (is its pid alive? then remove it and create my own) lets several racers act on the same stale record
 RACE = ("import pathlib, sys, time; from textscd_lib.common import lock\n"
         "read = lock.read_lock\n"
-        "def slow(folder):\n"
-        "    h = read(folder); time.sleep(0.3); return h\n"
+        "def slow(*args):\n"
+        "    h = read(*args); time.sleep(0.3); return h\n"
         "lock.read_lock = slow\n"
         "go = pathlib.Path(sys.argv[2])\n"
         "while not go.exists(): time.sleep(0.001)\n"
@@ -63,3 +63,18 @@ def test_a_lock_file_nobody_holds_is_taken_and_a_held_one_refused_naming_pid_and
                              env=_env()).stdout
         assert f"pid {os.getpid()}" in out and "'textscd train --run a'" in out
     assert lock.read_lock(tmp_path) is None and lock.TOKEN_ENV not in os.environ
+
+
+def test_a_caption_store_is_written_by_one_captioning_run_at_a_time(tmp_path):
+    from textscd_lib.text.store import CaptionStore
+
+    store = CaptionStore(tmp_path / "captions" / "gemini.jsonl")
+    code = ("import sys; from textscd_lib.common.lock import LockHeld; from textscd_lib.text.store import CaptionStore\n"
+            "try:\n    CaptionStore(sys.argv[1]).exclusive().__enter__()\nexcept LockHeld as e:\n    print(e)\n")
+    with store.exclusive():
+        out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True,
+                             env=_env())
+        assert f"pid {os.getpid()}" in out.stdout and "captioning into gemini.jsonl" in out.stdout, out.stderr
+    assert not list(store.path.parent.glob(".*.lock"))  # released and removed
+    free = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True, text=True, env=_env())
+    assert free.returncode == 0 and free.stdout == ""

@@ -41,8 +41,8 @@ def register(sub) -> None:
     f.add_argument("--tail", default="paper", help="decoder tail: paper (default) | narrow | stride4")
     f.add_argument("--cudnn-benchmark", default="on", choices=["on", "off"],
                    help="torch.backends.cudnn.benchmark on CUDA (default on; shapes are static)")
-    f.add_argument("--mask-once", default="on", choices=["on", "off"],
-                   help="TGI's text mask prepared once per forward (on) or at each level (off, the old way)")
+    f.add_argument("--mask-once", default="off", choices=["on", "off"],
+                   help="TGI's text mask prepared once per forward (on, a variant) or at each level (off, the model)")
     f.add_argument("--host-syncs", action="store_true",
                    help="put back the old step's host syncs (loss parts read with .tolist(); with --pipeline "
                         "also the text lookup's per-step index copy)")

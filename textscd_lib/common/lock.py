@@ -43,11 +43,11 @@ class LockHeld(RuntimeError):
     """Another live process writes into this folder; the message names its pid and command."""
 
 
-def read_lock(folder: str | Path) -> dict | None:
-    """The holder recorded in ``folder/.lock`` (pid, host, command, started, token), or None when there is no
+def read_lock(folder: str | Path, name: str = LOCK_NAME) -> dict | None:
+    """The holder recorded in ``folder/<name>`` (pid, host, command, started, token), or None when there is no
     lock file. A record not yet written (a writer between taking the lock and writing) reads as
     ``{"pid": None}``."""
-    f = Path(folder) / LOCK_NAME
+    f = Path(folder) / name
     try:
         text = f.read_text()
     except FileNotFoundError:
@@ -80,11 +80,11 @@ def _gone(h: dict) -> bool:
     return False
 
 
-def _current_holder(folder: Path) -> dict:
+def _current_holder(folder: Path, name: str) -> dict:
     """The record of whoever holds the lock now. Just after a takeover the file may still show the dead
     holder (or nothing) for a moment, until the new holder has written its record: wait up to a second."""
     for _ in range(50):
-        holder = read_lock(folder) or {"pid": None}
+        holder = read_lock(folder, name) or {"pid": None}
         if holder.get("pid") is not None and not _gone(holder):
             break
         time.sleep(0.02)
@@ -118,21 +118,23 @@ def _write_record(fd: int, record: dict) -> None:
     os.fsync(fd)
 
 
-def acquire(folder: str | Path, command: str | None = None) -> tuple[str, bool]:
-    """Take ``folder``'s lock; returns ``(token, owned)``. ``owned`` is False when this process tree already
-    holds it (nested use), and then the lock must not be released. Raises :class:`LockHeld`."""
+def acquire(folder: str | Path, command: str | None = None, name: str = LOCK_NAME,
+            reentrant: bool = True) -> tuple[str, bool]:
+    """Take ``folder``'s lock (the file ``name`` in it); returns ``(token, owned)``. ``owned`` is False when this
+    process tree already holds it (nested use), and then the lock must not be released. ``reentrant=False``: a
+    lock for one holder only, never entered again by its own process or children. Raises :class:`LockHeld`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    f = folder / LOCK_NAME
+    f = folder / name
     command = command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) or "python"
     fd = _lock_fd(f)
     if fd is None:
-        holder = _current_holder(folder)
-        if holder.get("token") in _tokens():
+        holder = _current_holder(folder, name)
+        if reentrant and holder.get("token") in _tokens():
             return holder["token"], False
-        raise LockHeld(f"{folder}: another job is writing this run folder: {_describe(holder)}. "
-                       f"Wait for it, stop it, or use another run name")
-    previous = read_lock(folder)
+        raise LockHeld(f"{folder}: another job is writing here ({name} is held): {_describe(holder)}. "
+                       f"Wait for it, stop it, or write elsewhere")
+    previous = read_lock(folder, name)
     if previous and previous.get("pid") is not None:
         log.warning("%s: taking over a stale lock left by %s, which no longer holds it", folder,
                     _describe(previous))
@@ -140,30 +142,33 @@ def acquire(folder: str | Path, command: str | None = None) -> tuple[str, bool]:
     _write_record(fd, {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": token})
     _HELD[token] = fd
-    os.environ[TOKEN_ENV] = os.pathsep.join([*_tokens(), token])
+    if reentrant:
+        os.environ[TOKEN_ENV] = os.pathsep.join([*_tokens(), token])
     return token, True
 
 
-def release(folder: str | Path, token: str) -> None:
+def release(folder: str | Path, token: str, name: str = LOCK_NAME) -> None:
     """Remove ``folder``'s lock file and drop the kernel lock if this process holds it under ``token``, and
     forget the token."""
     fd = _HELD.pop(token, None)
     if fd is not None:
         with contextlib.suppress(FileNotFoundError):
-            (Path(folder) / LOCK_NAME).unlink()  # still locked: nobody can take it half-removed
+            (Path(folder) / name).unlink()  # still locked: nobody can take it half-removed
         os.close(fd)
-    os.environ[TOKEN_ENV] = os.pathsep.join(t for t in _tokens() if t != token)
-    if not os.environ[TOKEN_ENV]:
-        del os.environ[TOKEN_ENV]
+    left = [t for t in _tokens() if t != token]
+    if left:
+        os.environ[TOKEN_ENV] = os.pathsep.join(left)
+    else:
+        os.environ.pop(TOKEN_ENV, None)
 
 
 @contextlib.contextmanager
-def run_lock(folder: str | Path, command: str | None = None):
-    """Hold ``folder``'s lock for the ``with`` block (re-entrant within this process and its children).
+def run_lock(folder: str | Path, command: str | None = None, name: str = LOCK_NAME):
+    """Hold ``folder``'s lock (the file ``name`` in it) for the ``with`` block (re-entrant within this process and its children).
     Yields the token; raises :class:`LockHeld` naming the holder when another live job writes there."""
-    token, owned = acquire(folder, command)
+    token, owned = acquire(folder, command, name)
     try:
         yield token
     finally:
         if owned:
-            release(folder, token)
+            release(folder, token, name)

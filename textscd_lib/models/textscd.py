@@ -33,7 +33,7 @@ from torch import nn
 
 from textscd_lib.models.image_encoder import CHANNELS, SiameseResNet34
 from textscd_lib.models.kinds import KINDS, TAILS
-from textscd_lib.models.tgi import TGI, BitemporalMLP, attention_mask
+from textscd_lib.models.tgi import TGI, BitemporalMLP
 
 NUM_CLASSES = 7  # len(data.second.CLASSES): models may not import data (import-linter); a test checks they agree
 TGI_LEVELS = (1, 2, 3)
@@ -124,19 +124,15 @@ class TextSCD(nn.Module):
 
     def interact(self, x1: list[torch.Tensor], x2: list[torch.Tensor], F_text: torch.Tensor | None,
                  mask: torch.Tensor | None, return_attention: bool = False):
-        """eq. (6)-(7) at every level: returns ``F_o`` per level (and TGI attention per level if asked). The
-        text padding mask becomes the SDPA mask once, for all TGI levels."""
+        """eq. (6)-(7) at every level: returns ``F_o`` per level (and TGI attention per level if asked)."""
         F_o, attention = [], {}
-        sdpa_mask = None
-        if self.tgi is not None and F_text is not None:
-            sdpa_mask = attention_mask(mask, x1[0].shape[0], F_text.shape[1], x1[0].device)
         for i, (a, b) in enumerate(zip(x1, x2)):
             f = self.fuse[i](a, b)  # eq. (6)
             if self.tgi is not None and str(i) in self.tgi:
                 if return_attention:
-                    f, attention[i] = self.tgi[str(i)].attend(f, F_text, sdpa_mask, return_attention=True)
+                    f, attention[i] = self.tgi[str(i)](f, F_text, mask, return_attention=True)
                 else:
-                    f = self.tgi[str(i)].attend(f, F_text, sdpa_mask)  # eq. (7)
+                    f = self.tgi[str(i)](f, F_text, mask)  # eq. (7)
             F_o.append(f)
         return (F_o, attention) if return_attention else F_o
 

@@ -54,8 +54,6 @@ class TGI(nn.Module):
 
     ``forward(F_diff (B,C,H,W), F_text (B,L,D_t), mask (B,L) | None, return_attention=False)`` returns
     ``F_o`` (B,C,H,W), and also the attention weights (B, heads, H*W, L) when ``return_attention``.
-    :meth:`attend` is the same with the SDPA mask of :func:`attention_mask` already made: TextSCD makes it once
-    per forward for its three TGI levels.
     ``zero_init=True`` zeroes the output projection so that ``F_o == F_diff`` at the start.
     """
 
@@ -94,13 +92,12 @@ class TGI(nn.Module):
     def forward(self, F_diff: torch.Tensor, F_text: torch.Tensor, mask: torch.Tensor | None = None,
                 return_attention: bool = False):
         self._check(F_diff, F_text)
-        m = attention_mask(mask, F_diff.shape[0], F_text.shape[1], F_diff.device)
-        return self.attend(F_diff, F_text, m, return_attention)
+        return self._attend(F_diff, F_text, attention_mask(mask, F_diff.shape[0], F_text.shape[1], F_diff.device),
+                            return_attention)
 
-    def attend(self, F_diff: torch.Tensor, F_text: torch.Tensor, sdpa_mask: torch.Tensor | None,
-               return_attention: bool = False):
-        """eq. (7) with the SDPA mask (B,1,1,L) of :func:`attention_mask` (or None: every token is real)."""
-        self._check(F_diff, F_text)
+    def _attend(self, F_diff: torch.Tensor, F_text: torch.Tensor, sdpa_mask: torch.Tensor | None,
+                return_attention: bool = False):
+        """eq. (7) given the SDPA mask (B,1,1,L) of :func:`attention_mask` (None: every token is real)."""
         b, c, h, w = F_diff.shape
         tokens = F_diff.flatten(2).transpose(1, 2)  # (B, HW, C); a view for channels_last input
         text = self.text_proj(F_text.to(tokens.dtype))  # (B, L, C)

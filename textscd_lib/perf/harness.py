@@ -18,7 +18,7 @@ from textscd_lib.engine.cudnn import cudnn_benchmark
 from textscd_lib.models.kinds import KINDS
 from textscd_lib.models.losses import total_loss
 from textscd_lib.models.textscd import TextSCD
-from textscd_lib.perf.variants import PerLevelMaskTextSCD, fast_cosine_total_loss
+from textscd_lib.perf.variants import MaskOnceTextSCD, fast_cosine_total_loss
 
 
 @dataclass
@@ -40,7 +40,7 @@ class BenchConfig:
     # (defaults = the library's own path; the old paths are rebuilt in perf/variants.py)
     tail: str = "paper"            # the decoders' tail (textscd_lib.models.textscd.TAILS)
     cudnn_benchmark: bool = True   # torch.backends.cudnn.benchmark on CUDA (static shapes)
-    mask_once: bool = True         # False: PerLevelMaskTextSCD, the text mask made at each TGI level
+    mask_once: bool = False        # True: MaskOnceTextSCD, the text mask made once, not at each TGI level
     host_syncs: bool = False       # True: the old step's host syncs (loss .tolist(); --pipeline: per-batch copies)
     fast_cosine: bool = False      # True: L_sim's cosine written out (rounding differs; never in training)
     pipeline: bool = False         # also time the step fed by the trainer's batches (augmentation, text lookup)
@@ -130,9 +130,9 @@ def set_fast_path(cfg: BenchConfig, device: torch.device):
 
 def bench_model(kind: str, cfg: BenchConfig, inp: StepInputs):
     """A freshly built, randomly initialised model on the bench's device and memory format, in train mode,
-    with the trainer's SGD (shared by the throughput cases and ``--parts``); ``mask_once=False`` builds the
-    per-level-mask variant (same weights, same numbers)."""
-    cls = TextSCD if cfg.mask_once else PerLevelMaskTextSCD
+    with the trainer's SGD (shared by the throughput cases and ``--parts``); ``mask_once=True`` builds the
+    mask-once variant (same weights, same numbers)."""
+    cls = MaskOnceTextSCD if cfg.mask_once else TextSCD
     model = cls(kind=kind, text_dim=cfg.text_dim, weights=None, tail=cfg.tail).to(
         inp.device, memory_format=inp.memory_format)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)

@@ -1,8 +1,8 @@
 """The paths the model and the loss no longer take, rebuilt here so that ``textscd bench`` can still time them
 against the library's one path (docs/performance.md, appendix 08). Nothing outside the benchmark uses them.
 
-- :class:`PerLevelMaskTextSCD`: TextSCD making the SDPA text mask at each of its three TGI levels instead of once
-  per forward (the same numbers; ``textscd bench --mask-once off``).
+- :class:`MaskOnceTextSCD`: TextSCD making the SDPA text mask once per forward instead of at each of its three
+  TGI levels (the same numbers; ``textscd bench --mask-once on``).
 - :func:`fast_cosine_similarity_loss` / :func:`fast_cosine_total_loss`: L_sim (eq. 11) with the cosine written
   out instead of ``F.cosine_similarity`` over the class dimension: the same value up to float rounding, several
   times faster on a CPU, so it would change a run's numbers (``textscd bench --fast-cosine``).
@@ -15,23 +15,30 @@ import torch.nn.functional as F
 
 from textscd_lib.models.losses import CE_WEIGHT, bce_loss, dice_loss, semantic_ce
 from textscd_lib.models.textscd import TextSCD
+from textscd_lib.models.tgi import TGI, attention_mask
 
 
-class PerLevelMaskTextSCD(TextSCD):
-    """TextSCD whose TGI levels each turn the padding mask into the SDPA mask (``TGI.forward``), as the model
-    did before it made that mask once per forward. Same constructor, same weights, same outputs."""
+class PreparedMaskTGI(TGI):
+    """TGI called with the SDPA mask already made (B,1,1,L) instead of the padding mask (B,L)."""
+
+    def forward(self, F_diff, F_text, sdpa_mask, return_attention: bool = False):
+        self._check(F_diff, F_text)
+        return self._attend(F_diff, F_text, sdpa_mask, return_attention)
+
+
+class MaskOnceTextSCD(TextSCD):
+    """TextSCD making the SDPA text mask once per forward for its three TGI levels (the library's model makes it
+    at each level). Same constructor, same weights, same outputs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for level in self.tgi.values() if self.tgi is not None else ():
+            level.__class__ = PreparedMaskTGI  # same parameters, prepared-mask call
 
     def interact(self, x1, x2, F_text, mask, return_attention: bool = False):
-        F_o, attention = [], {}
-        for i, (a, b) in enumerate(zip(x1, x2)):
-            f = self.fuse[i](a, b)  # eq. (6)
-            if self.tgi is not None and str(i) in self.tgi:
-                if return_attention:
-                    f, attention[i] = self.tgi[str(i)](f, F_text, mask, return_attention=True)
-                else:
-                    f = self.tgi[str(i)](f, F_text, mask)  # eq. (7), mask converted here, at each level
-            F_o.append(f)
-        return (F_o, attention) if return_attention else F_o
+        if self.tgi is not None and F_text is not None:
+            mask = attention_mask(mask, x1[0].shape[0], F_text.shape[1], x1[0].device)  # once, for every level
+        return super().interact(x1, x2, F_text, mask, return_attention)
 
 
 def fast_cosine_similarity_loss(sem1_logits: torch.Tensor, sem2_logits: torch.Tensor,

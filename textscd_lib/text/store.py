@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from textscd_lib.common.io import atomic_write_text
-from textscd_lib.common.lock import LockHeld
+from textscd_lib.common.lock import LockHeld, acquire, release
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +88,20 @@ class CaptionStore:
 
     @contextlib.contextmanager
     def exclusive(self):
-        """Hold an exclusive lock on the store for a whole captioning run, so that two runs never request the
-        same pairs; the kernel releases it when the process dies. Raises if another run holds it."""
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LockHeld(f"{self.path}: another captioning run is writing this store; wait for it "
-                                   "or stop it first") from None
-            try:
-                yield self
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        """Hold an exclusive lock on the store for a whole captioning run, so that two runs (two processes, or
+        two in one process) never request the same pairs: :func:`textscd_lib.common.lock.acquire` on
+        ``.<store file>.lock`` beside it, which the kernel releases when the process dies. Raises ``LockHeld``
+        naming the other run's pid and command."""
+        name = f".{self.path.name}.lock"
+        try:
+            token, _ = acquire(self.path.parent, f"captioning into {self.path.name}", name, reentrant=False)
+        except LockHeld as e:
+            raise LockHeld(f"{self.path}: another captioning run is writing this store; wait for it or stop "
+                           f"it first ({e})") from None
+        try:
+            yield self
+        finally:
+            release(self.path.parent, token, name)
 
     def write_all(self, records: list[dict[str, Any]]) -> None:
         """Replace the whole store at once (offline sources), atomically."""
