@@ -59,7 +59,7 @@ lab: $(STAMP)  ## JupyterLab with the project kernel
 	TEXTSCD_HOME=$(CURDIR) $(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)  ## CPU benchmarks (256², batch 2) into results/benchmarks/; GPU: see docs/performance.md
-	$(VENV)/bin/textscd bench --device cpu --size 256 --batch 2 --warmup 1 --repeats 3
+	$(VENV)/bin/textscd bench --device cpu --size 256 --batch 2 --warmup 1 --repeats 3 --record
 
 clean-results:  ## remove generated runs (keeps results/demo and benchmarks)
 	rm -rf results/fast data/mini-second-fast
