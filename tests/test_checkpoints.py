@@ -80,3 +80,33 @@ def test_cli_predict_with_a_truncated_checkpoint_exits_2_with_one_line(trained, 
     assert out.returncode == 2, out.stderr
     errors = [ln for ln in out.stderr.splitlines() if "error" in ln]
     assert len(errors) == 1 and str(cut) in errors[0] and "Traceback" not in out.stderr
+
+
+def test_loading_a_model_leaves_the_image_encoders_logger_level_as_its_owner_set_it(trained, monkeypatch):
+    import logging
+
+    import textscd_lib.engine.checkpoints as C
+
+    enc = logging.getLogger("textscd_lib.models.image_encoder")
+    seen = []
+    build = C.build_model
+
+    def spy(*a, **k):
+        seen.append(enc.level)  # the level while the weightless encoder is built
+        enc.warning("a real warning still gets through")
+        return build(*a, **k)
+
+    monkeypatch.setattr(C, "build_model", spy)
+    enc.setLevel(logging.INFO)
+    kept = []
+    probe = logging.Handler()
+    probe.emit = kept.append
+    enc.addHandler(probe)
+    try:
+        load_model(trained["paths"]["best"])
+    finally:
+        enc.removeHandler(probe)
+        enc.setLevel(logging.NOTSET)
+    assert seen == [logging.INFO]
+    msgs = [r.getMessage() for r in kept]
+    assert "a real warning still gets through" in msgs and not any("random init" in m for m in msgs)

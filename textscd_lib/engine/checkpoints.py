@@ -233,18 +233,26 @@ def _data_differences(ck: dict, data_root, fingerprint: str | None) -> dict:
     return {}
 
 
+class _DropRandomInit(logging.Filter):
+    """Drops only the encoder's "random init" notice, which would be false while a checkpoint is loaded; the
+    logger's level and every other message stay as its owner set them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "random init" not in record.getMessage()
+
+
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model saved in a checkpoint (chapters 05, 06); ``model.checkpoint`` keeps its metadata."""
     path = resolve(checkpoint)
     ck = load_checkpoint(path)
-    quiet = logging.getLogger("textscd_lib.models.image_encoder")  # "random init" is false here: weights come next
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    encoder_log = logging.getLogger("textscd_lib.models.image_encoder")
+    hide = _DropRandomInit()  # the encoder is built without weights, but the checkpoint's weights come next
+    encoder_log.addFilter(hide)
     try:
         model = build_model(ck["model_kind"], text_dim=ck["text_dim"], weights=None, width=ck["width"],
                             tail=ck.get("config", {}).get("tail", "paper"))  # runs before the option: paper
     finally:
-        quiet.setLevel(level)
+        encoder_log.removeFilter(hide)
     model.load_state_dict(ck["model"])
     model.checkpoint = {k: ck[k] for k in ("epoch", "step", "config", "best", "scores", "text_features",
                                            "text_features_hash", "substitutes", "data_root") if k in ck}
