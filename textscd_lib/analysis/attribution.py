@@ -19,6 +19,13 @@ A fix changes only confusion counts, so nothing is re-scored map by map: :func:`
 any labelling of pixels (error type, component, distance bin), what fixing each label adds to H; deltas add up
 over tiles and over labels, and :func:`fixed_scores` scores ``H + delta``. :func:`tolerance_curve` forgives
 every wrong pixel within k px of a true change boundary (:func:`boundary_distance`), k = 0..8.
+
+Every table scores :data:`METRICS` and the change-only :data:`CHANGE_METRICS` (IoU_c and the change F1 of the
+2×2 change confusion, `textscd_lib.metrics.change_confusion`), so a semantic method and a change-only one can be
+compared on what both have. For a **binary** method (``binary=True``: a change mask per pair, no classes) the
+confusion ``H`` is that of its scoring maps (`textscd_lib.analysis.records.maps_of_change_mask`): only the change
+metrics and mIoU are defined; OA, SeK and F_scd are NaN, and so are the wrong-class rows (not applicable, never
+a zero gain).
 """
 
 from __future__ import annotations
@@ -29,13 +36,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from textscd_lib.metrics import scores_from_confusion
+from textscd_lib.metrics import change_confusion, scores_from_change_masks, scores_from_confusion
 
 N = 7                                       # classes, 0 = unchanged
 ERROR_TYPES = ("false alarm boundary", "false alarm isolated", "miss boundary", "miss isolated", "wrong class")
 FALSE_ALARM_TYPES = (0, 1)                  # indices into ERROR_TYPES fixed to "unchanged"
 MODES = ("isolated", "progressive")
 METRICS = ("OA", "mIoU", "SeK", "F_scd")    # the order the report prints them
+CHANGE_METRICS = ("IoU_c", "change_F1")     # change only: defined for a binary method too
+SCORED = METRICS + CHANGE_METRICS           # every table's metrics
+WRONG_CLASS_TYPE = ERROR_TYPES.index("wrong class")
 TOLERANCE_PX = tuple(range(9))              # k = 0..8 px
 ATTRIBUTION_COLUMNS = ("method", "error", "mode", "metric", "base", "fixed", "gain")
 TOLERANCE_COLUMNS = ("method", "k", "k_share_of_diagonal", "metric", "value")
@@ -104,43 +114,51 @@ def _clean(v) -> float:
     return float("nan") if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def fixed_scores(H: np.ndarray, delta: np.ndarray | None = None) -> dict[str, float]:
-    """OA, mIoU, SeK and F_scd (×100, as the report prints them) of ``H + delta`` (chapter 06)."""
+def fixed_scores(H: np.ndarray, delta: np.ndarray | None = None, binary: bool = False) -> dict[str, float]:
+    """:data:`SCORED` (×100, as the report prints them) of ``H + delta`` (chapter 06). ``binary``: a change-only
+    method, scored on the change confusion alone (OA, SeK, F_scd NaN: not applicable)."""
     H = np.asarray(H, np.int64) + (0 if delta is None else np.asarray(delta, np.int64))
-    s = scores_from_confusion(H)
-    return {m: 100 * _clean(s[m]) for m in METRICS}
+    change = scores_from_change_masks(change_confusion(H))
+    s = change if binary else scores_from_confusion(H)
+    return {**{m: 100 * _clean(s[m]) for m in METRICS}, **{m: 100 * _clean(change[m]) for m in CHANGE_METRICS}}
 
 
-def attribution_table(H: np.ndarray, deltas: np.ndarray, method: str = "A") -> pd.DataFrame:
-    """Oracle-fix attribution of one method (chapter 06), columns :data:`ATTRIBUTION_COLUMNS`, values ×100.
+def attribution_table(H: np.ndarray, deltas: np.ndarray, method: str = "A", binary: bool = False) -> pd.DataFrame:
+    """Oracle-fix attribution of one method (chapter 06), columns :data:`ATTRIBUTION_COLUMNS`, values ×100,
+    one row per error type, mode and metric of :data:`SCORED`.
 
     ``H``: the pooled 7×7 confusion; ``deltas``: (5, 7, 7), what fixing each of :data:`ERROR_TYPES` adds to it
     (summed over tiles, :func:`confusion_delta`). Mode ``isolated`` fixes one type; ``progressive`` fixes the
-    types in order, cumulatively (its last row has everything fixed)."""
+    types in order, cumulatively (its last row has everything fixed). ``binary``: a change-only method; its
+    wrong-class rows are NaN (not applicable), the misses' progressive row already has everything fixed."""
     deltas = np.asarray(deltas, np.int64)
-    base = fixed_scores(H)
+    base = fixed_scores(H, binary=binary)
     rows = []
     cum = np.zeros((N, N), np.int64)
     for t, name in enumerate(ERROR_TYPES):
         cum = cum + deltas[t]
         for mode, d in (("isolated", deltas[t]), ("progressive", cum)):
-            fixed = fixed_scores(H, d)
+            fixed = fixed_scores(H, d, binary)
+            if binary and t == WRONG_CLASS_TYPE:
+                fixed = dict.fromkeys(SCORED, float("nan"))
             rows += [{"method": method, "error": name, "mode": mode, "metric": m, "base": base[m],
-                      "fixed": fixed[m], "gain": fixed[m] - base[m]} for m in METRICS]
+                      "fixed": fixed[m], "gain": fixed[m] - base[m]} for m in SCORED]
     return pd.DataFrame(rows, columns=list(ATTRIBUTION_COLUMNS))
 
 
-def tolerance_curve(H: np.ndarray, bin_deltas: np.ndarray, diagonal_px: float, method: str = "A") -> pd.DataFrame:
+def tolerance_curve(H: np.ndarray, bin_deltas: np.ndarray, diagonal_px: float, method: str = "A",
+                    binary: bool = False) -> pd.DataFrame:
     """Scores (×100) when every wrong pixel within k px of a true change boundary counts as correct, k = 0..8
     (chapter 06); columns :data:`TOLERANCE_COLUMNS`. ``bin_deltas[b]`` (shape (9, 7, 7)) is what forgiving
     the pixels of :func:`tolerance_bins` b adds to ``H``; ``diagonal_px`` the tile diagonal, so k can be read as
-    a share of the tile (the same k means less on a larger tile)."""
+    a share of the tile (the same k means less on a larger tile). ``binary``: a change-only method (its curve
+    is on the change metrics; the semantic ones are NaN)."""
     bin_deltas = np.asarray(bin_deltas, np.int64)
     rows = []
     for k in TOLERANCE_PX:
-        s = fixed_scores(H, bin_deltas[:k + 1].sum(0))
+        s = fixed_scores(H, bin_deltas[:k + 1].sum(0), binary)
         rows += [{"method": method, "k": k, "k_share_of_diagonal": k / diagonal_px if diagonal_px else float("nan"),
-                  "metric": m, "value": s[m]} for m in METRICS]
+                  "metric": m, "value": s[m]} for m in SCORED]
     return pd.DataFrame(rows, columns=list(TOLERANCE_COLUMNS))
 
 
@@ -154,16 +172,18 @@ def sanity_scores(H: np.ndarray) -> dict[str, dict[str, float]]:
     return {"truth as prediction": fixed_scores(np.diag(truth)), "all unchanged": fixed_scores(floor)}
 
 
-def shares(pixels: Mapping[str, int]) -> dict[str, float]:
-    """Each error type's share (%) of the wrong pixels; they add to 100 (NaN when nothing is wrong)."""
-    total = sum(int(pixels.get(t, 0)) for t in ERROR_TYPES)
-    return {t: (100 * int(pixels.get(t, 0)) / total if total else float("nan")) for t in ERROR_TYPES}
+def shares(pixels: Mapping[str, int | None]) -> dict[str, float]:
+    """Each error type's share (%) of the wrong pixels; they add to 100 (NaN when nothing is wrong). A type
+    given as None (not applicable: wrong class for a binary method) has a NaN share and adds nothing."""
+    counted = {t: int(pixels.get(t) or 0) for t in ERROR_TYPES if t not in pixels or pixels[t] is not None}
+    total = sum(counted.values())
+    return {t: (100 * counted[t] / total if total and t in counted else float("nan")) for t in ERROR_TYPES}
 
 
 SIZE_BINS = (0, 16, 64, 256, 1024, 4096)          # component area in px: <16, 16-63, ..., >=4096
 CHANGED_BINS = (0.0, 0.05, 0.2, 0.5)             # changed share of the tile: none, <5 %, 5-20 %, 20-50 %, >=50 %
 SLICE_COLUMNS = ("method", "slice", "value", "error", "components", "pixels",
-                 *(f"gain_{m}" for m in METRICS))
+                 *(f"gain_{m}" for m in SCORED))
 
 
 def size_bin(area) -> np.ndarray:
@@ -182,11 +202,12 @@ def changed_bin(share) -> np.ndarray:
 
 
 def slice_table(H: np.ndarray, components: pd.DataFrame, component_delta: np.ndarray, changed_share: Mapping,
-                method: str = "A") -> pd.DataFrame:
+                method: str = "A", binary: bool = False) -> pd.DataFrame:
     """Component counts, pixels and the gain of fixing just those components (isolated oracle fix, ×100) per
     slice of the components (chapter 06): size bin, transition (predicted for a false alarm, true otherwise),
     the changed share of the tile (``changed_share[tile]``, 0..1), cause (scene log) and what the caption
-    names; each per error type and over ``all`` types. Columns :data:`SLICE_COLUMNS`."""
+    names; each per error type and over ``all`` types. Columns :data:`SLICE_COLUMNS`; ``binary`` as in
+    :func:`fixed_scores`."""
     c = components.reset_index(drop=True)
     if c.empty:
         return pd.DataFrame(columns=list(SLICE_COLUMNS))
@@ -195,7 +216,7 @@ def slice_table(H: np.ndarray, components: pd.DataFrame, component_delta: np.nda
             "transition": np.where(c["error"] == "false alarm", c["predicted"], c["true"]),
             "changed share of tile": changed_bin(c["tile"].map(changed_share).fillna(0).to_numpy()),
             "cause": c["cause"].fillna("").to_numpy(), "caption names": c["caption_names"].fillna("").to_numpy()}
-    base = fixed_scores(H)
+    base = fixed_scores(H, binary=binary)
     delta = np.asarray(component_delta, np.int64).reshape(len(c), -1)
     rows = []
     for dim, values in dims.items():
@@ -205,8 +226,8 @@ def slice_table(H: np.ndarray, components: pd.DataFrame, component_delta: np.nda
             sel = np.ones(len(c), bool) if error == "all" else (err == error).to_numpy()
             for value in sorted(set(values[sel])):
                 m = sel & (values == value)
-                s = fixed_scores(H, delta[m].sum(0).reshape(N, N))
+                s = fixed_scores(H, delta[m].sum(0).reshape(N, N), binary)
                 rows.append({"method": method, "slice": dim, "value": value, "error": error,
                              "components": int(m.sum()), "pixels": int(c.loc[m, "area"].sum()),
-                             **{f"gain_{k}": s[k] - base[k] for k in METRICS}})
+                             **{f"gain_{k}": s[k] - base[k] for k in SCORED}})
     return pd.DataFrame(rows, columns=list(SLICE_COLUMNS))

@@ -1,7 +1,8 @@
 """Small inline SVG charts for report.html (chapter 06; ``textscd errors``): grouped bars, lines, stacked shares.
 
 No plotting library and no fonts to embed: a chart is a string of SVG placed straight into the page. Every
-label is escaped (:func:`html.escape`), so a method called ``<script>`` prints as text.
+label is escaped (:func:`html.escape`), so a method called ``<script>`` prints as text. A value that is NaN
+(a score that does not apply, e.g. a binary method's SeK) is drawn as nothing and labelled "n/a", never as 0.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ PALETTE = ("#5b3fa0", "#a8a8a8", "#e08a00", "#00a0b0")
 TYPE_COLORS = ("#ff66ff", "#c000c0", "#66e6ff", "#0090b0", "#ffbe00")   # the five error types
 
 
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def _finite(v) -> float:
-    return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+    return 0.0 if _missing(v) else float(v)
 
 
 def _legend(names: Sequence[str], colors: Sequence[str], x: int, y: int) -> str:
@@ -43,9 +48,10 @@ def bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float]], titl
         out.append(f'<text x="4" y="{y + bar * len(names) / 2 + 4}">{E(str(g))}</text>')
         for si, n in enumerate(names):
             v = _finite(series[n][gi])
+            shown = "n/a" if _missing(series[n][gi]) else f"{v:.2f}{E(unit)}"
             out.append(f'<rect x="{left}" y="{y}" width="{max(0.0, v * scale):.1f}" height="{bar - 2}" '
                        f'fill="{PALETTE[si % len(PALETTE)]}"/><text x="{left + max(0.0, v * scale) + 3:.1f}" '
-                       f'y="{y + bar - 3}">{v:.2f}{E(unit)}</text>')
+                       f'y="{y + bar - 3}">{shown}</text>')
             y += bar
         y += gap
     return "".join(out) + "</svg>"
@@ -53,9 +59,10 @@ def bar_chart(groups: Sequence[str], series: Mapping[str, Sequence[float]], titl
 
 def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title: str, xlabel: str,
                ylabel: str, width: int = 420, height: int = 240) -> str:
-    """One line per series over ``x`` (e.g. SeK against the tolerance k, one line per method)."""
+    """One line per series over ``x`` (e.g. SeK against the tolerance k, one line per method); NaN points are
+    left out, and a series without any is named "(n/a)" in the legend."""
     left, right, top, bottom = 44, 12, 54, 32
-    ys = [_finite(v) for vals in series.values() for v in vals]
+    ys = [float(v) for vals in series.values() for v in vals if not _missing(v)]
     lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
     hi = hi if hi > lo else lo + 1
     sx = (width - left - right) / max(1e-9, (max(x) - min(x)) if len(x) > 1 else 1)
@@ -65,7 +72,9 @@ def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title:
         return left + (a - min(x)) * sx, height - bottom - (b - lo) * sy
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">'
-           f'<text x="4" y="14" font-weight="bold">{E(title)}</text>', _legend(list(series), PALETTE, left, 30),
+           f'<text x="4" y="14" font-weight="bold">{E(title)}</text>',
+           _legend([n if any(not _missing(v) for v in vals) else f"{n} (n/a)" for n, vals in series.items()],
+                   PALETTE, left, 30),
            f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>'
            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>'
            f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle">{E(xlabel)}</text>'
@@ -75,7 +84,7 @@ def line_chart(x: Sequence[float], series: Mapping[str, Sequence[float]], title:
     for xi in x:
         out.append(f'<text x="{px(xi, lo)[0]:.1f}" y="{height - bottom + 13}" text-anchor="middle">{xi:g}</text>')
     for si, vals in enumerate(series.values()):
-        pts = " ".join("{:.1f},{:.1f}".format(*px(a, _finite(b))) for a, b in zip(x, vals))
+        pts = " ".join("{:.1f},{:.1f}".format(*px(a, float(b))) for a, b in zip(x, vals) if not _missing(b))
         out.append(f'<polyline fill="none" stroke="{PALETTE[si % len(PALETTE)]}" stroke-width="2" points="{pts}"/>')
     return "".join(out) + "</svg>"
 

@@ -154,7 +154,8 @@ def rank_tiles(tiles: pd.DataFrame, by: str = "false-alarm-area", k: int | None 
     """Tiles of a records table ranked by one of :data:`RANKINGS`, worst first (chapter 06, ``textscd errors``).
 
     ``difference`` needs ``compare`` (the other method's tile table): ``wrong_diff`` = wrong pixels (false
-    alarm + miss + wrong class) of ``compare`` minus those of ``tiles``, ranked by its size whatever its sign."""
+    alarm + miss + wrong class) of ``compare`` minus those of ``tiles``, ranked by its size whatever its sign; a
+    category NaN in either table (a binary method's wrong class: not applicable) is left out of both sums."""
     if by not in RANKINGS:
         raise ValueError(f"unknown ranking {by!r}; choose one of {', '.join(RANKINGS)}")
     col = RANKINGS[by][0]
@@ -162,7 +163,7 @@ def rank_tiles(tiles: pd.DataFrame, by: str = "false-alarm-area", k: int | None 
     if by == "difference":
         if compare is None:
             raise ValueError("ranking 'difference' needs a second method (--compare)")
-        wrong = list(ERROR_CATEGORIES[2:])
+        wrong = [c for c in ERROR_CATEGORIES[2:] if not (t[c].isna().any() or compare[c].isna().any())]
         t["wrong_diff"] = compare.loc[t.index, wrong].sum(axis=1) - t[wrong].sum(axis=1)
         order = t["wrong_diff"].abs().rename("_key")
         t = t.assign(_key=order).rename_axis("_tile").reset_index()

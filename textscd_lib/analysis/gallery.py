@@ -6,6 +6,8 @@ A and method B (when given) as date 1 | date 2 label maps in the SECOND colours 
 does not melt into the page), and a zoom on A's largest component. :func:`marked_caption` splits a caption
 into words, marking the class words that matter (the predicted and the true classes of the errors).
 Magenta and cyan are kept for errors only: no SECOND class uses them, and nothing else here is teal or amber.
+A change-only (binary) method has no classes: its maps are drawn as its change mask, black on white
+(:data:`CHANGE_RGB`; no SECOND class is black).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from textscd_lib.analysis.records import STRUCTURE
 from textscd_lib.data.second import CLASSES, COLORS
 
 FA_RGB, MISS_RGB = (255, 0, 255), (0, 220, 255)
+CHANGE_RGB = np.array([0, 0, 0], np.uint8)      # a binary method's "changed" (no class)
 FRAME_RGB, BG_RGB, TEXT_RGB = (90, 90, 90), (255, 255, 255), (20, 20, 20)
 HEADER_PX = 16
 
@@ -100,10 +103,16 @@ def _square(img: np.ndarray, size: int, framed: bool = False) -> Image.Image:
     return im
 
 
-def _maps(a: np.ndarray, b: np.ndarray, size: int) -> Image.Image:
+def paint(m: np.ndarray, binary: bool = False) -> np.ndarray:
+    """An index map in the SECOND colours, or (``binary``) its change mask in :data:`CHANGE_RGB` on white."""
+    m = np.asarray(m, np.int64)
+    return np.where((m > 0)[..., None], CHANGE_RGB, COLORS[0]).astype(np.uint8) if binary else COLORS[m]
+
+
+def _maps(a: np.ndarray, b: np.ndarray, size: int, binary: bool = False) -> Image.Image:
     out = Image.new("RGB", (2 * size + 2, size), BG_RGB)
-    out.paste(_square(COLORS[_fit(np.asarray(a, np.int64), size)], size, True), (0, 0))
-    out.paste(_square(COLORS[_fit(np.asarray(b, np.int64), size)], size, True), (size + 2, 0))
+    out.paste(_square(paint(_fit(np.asarray(a, np.int64), size), binary), size, True), (0, 0))
+    out.paste(_square(paint(_fit(np.asarray(b, np.int64), size), binary), size, True), (size + 2, 0))
     return out
 
 
@@ -120,10 +129,12 @@ def zoom_box(box: Sequence[int], shape: tuple[int, int], min_side: int = 16,
 
 
 def tile_row(im1: np.ndarray, im2: np.ndarray, label: tuple, pred_a: tuple, comps_a, pred_b: tuple | None = None,
-             names: tuple[str, str] = ("A", "B"), size: int = 128, title: str = "") -> Image.Image:
+             names: tuple[str, str] = ("A", "B"), size: int = 128, title: str = "",
+             binary: tuple[bool, bool] = (False, False)) -> Image.Image:
     """One gallery row (chapter 06): date 1 and date 2 with A's component outlines, truth 1 | 2, A 1 | 2,
     B 1 | 2 (when ``pred_b``), and a zoom on A's largest component; ``comps_a`` are A's component records of this
-    tile (a data frame with columns error, id, area, kind, r0, c0, r1, c1). ``title`` goes on top."""
+    tile (a data frame with columns error, id, area, kind, r0, c0, r1, c1). ``title`` goes on top. ``binary``:
+    whether A, B are change-only methods (their maps drawn as change masks, :func:`paint`)."""
     if len(comps_a):
         comps_a = comps_a[comps_a["error"].isin(("false alarm", "miss"))]    # wrong classes have no outline
     iso = {e: set(comps_a.loc[(comps_a["error"] == e) & (comps_a["kind"] == "isolated"), "id"])
@@ -132,9 +143,9 @@ def tile_row(im1: np.ndarray, im2: np.ndarray, label: tuple, pred_a: tuple, comp
     panels: list[tuple[str, Image.Image]] = [
         ("date 1", _square(outlined(im1, err, iso, size), size)),
         ("date 2", _square(outlined(im2, err, iso, size), size)),
-        ("truth 1 | 2", _maps(*label, size)), (f"{names[0]} 1 | 2", _maps(*pred_a, size))]
+        ("truth 1 | 2", _maps(*label, size)), (f"{names[0]} 1 | 2", _maps(*pred_a, size, binary[0]))]
     if pred_b is not None:
-        panels.append((f"{names[1]} 1 | 2", _maps(*pred_b, size)))
+        panels.append((f"{names[1]} 1 | 2", _maps(*pred_b, size, binary[1])))
     if len(comps_a):
         # the largest isolated false alarm, else the largest false alarm, else the largest miss
         order = comps_a.assign(_fa=comps_a["error"] != "false alarm", _iso=comps_a["kind"] != "isolated")
@@ -160,16 +171,16 @@ def tile_row(im1: np.ndarray, im2: np.ndarray, label: tuple, pred_a: tuple, comp
 
 
 def component_strip(im1: np.ndarray, im2: np.ndarray, label: tuple, pred: tuple, box: Sequence[int],
-                    size: int = 48) -> Image.Image:
+                    size: int = 48, binary: bool = False) -> Image.Image:
     """One component of the report's component browser (chapter 06): a square crop around its box ``(r0, c0,
-    r1, c1)`` of date 1, date 2, truth 1 | 2 and prediction 1 | 2 (SECOND colours), ``size`` px each, the
-    component's box drawn in magenta on every panel."""
+    r1, c1)`` of date 1, date 2, truth 1 | 2 and prediction 1 | 2 (SECOND colours; a ``binary`` prediction as its
+    change mask), ``size`` px each, the component's box drawn in magenta on every panel."""
     h, w = np.asarray(label[0]).shape
     r0, c0, r1, c1 = zoom_box(box, (h, w), min_side=16, max_side=max(16, min(h, w)))
     k = size / (r1 - r0)
     mark = [int((box[1] - c0) * k), int((box[0] - r0) * k), int((box[3] - c0) * k) - 1, int((box[2] - r0) * k) - 1]
     parts = [np.asarray(im1)[r0:r1, c0:c1], np.asarray(im2)[r0:r1, c0:c1],
-             *(COLORS[np.asarray(m)[r0:r1, c0:c1].astype(np.int64)] for m in (*label, *pred))]
+             *(paint(np.asarray(m)[r0:r1, c0:c1], j >= 2 and binary) for j, m in enumerate((*label, *pred)))]
     out = Image.new("RGB", (6 * size + 22, size), BG_RGB)
     x = 0
     for i, part in enumerate(parts):

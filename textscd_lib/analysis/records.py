@@ -28,6 +28,12 @@ boundary-distance bin adds to them (for `textscd_lib.analysis.attribution`); :fu
 rows; :func:`records` does many tiles (as data frames). Per tile it also keeps the four
 metrics (one 7×7 confusion matrix of the tile, `textscd_lib.metrics.scores_from_confusion`), the pixels per
 error category and the component counts.
+
+A **change-only (binary) method** predicts a change mask and no classes. :func:`maps_of_change_mask` turns the
+mask into scoring maps (the true classes where it found a change, a placeholder class where it invented one), and
+``tile_analysis(..., binary=True)`` keeps what applies: false alarms and misses with their kinds, the change
+scores (IoU_c, change F1, mIoU); a false alarm's predicted transition is :data:`CHANGED_NO_CLASS`, and OA, SeK,
+F_scd and the wrong-class counts are NaN (not applicable), never zero.
 """
 
 from __future__ import annotations
@@ -43,7 +49,12 @@ from textscd_lib.analysis import attribution as A
 from textscd_lib.analysis.caption_errors import classes_mentioned
 from textscd_lib.analysis.errors import ERROR_CATEGORIES, FALSE_ALARM, MISS, WRONG_CLASS, error_map
 from textscd_lib.data.second import CLASSES
-from textscd_lib.metrics import METRIC_COLUMNS, scores_from_confusion
+from textscd_lib.metrics import (
+    METRIC_COLUMNS,
+    change_confusion,
+    scores_from_change_masks,
+    scores_from_confusion,
+)
 
 BOUNDARY_PX = 3                      # see the module docstring: one stride-4 feature cell
 STRUCTURE = np.ones((3, 3), bool)    # 8-connected components
@@ -54,6 +65,9 @@ KINDS = ("boundary", "isolated")
 NOTABLE_PSEUDO = ("seasonal vegetation", "misregistration", "haze", "blur")
 VEGETATION = {"low vegetation", "tree"}
 N = len(CLASSES)
+CHANGED_NO_CLASS = "changed (no class)"   # what a binary method predicts where it predicts a change
+PLACEHOLDER_CLASS = 1                     # a binary false alarm's class in its scoring maps (never reported)
+WRONG_CLASS_COLUMNS = (ERROR_CATEGORIES[WRONG_CLASS], "wc_components", "wc_px")   # NaN for a binary method
 COMPONENT_COLUMNS = ("tile", "error", "id", "area", "r0", "c0", "r1", "c1", "date", "predicted", "true",
                      "distance_px", "reach_px", "kind", "event", "cause", "caption_names")
 
@@ -63,6 +77,16 @@ def confusion_of(pred: tuple, label: tuple) -> np.ndarray:
     p1, p2, l1, l2 = (np.asarray(x, dtype=np.uint8) for x in (*pred, *label))   # codes ≤ 48 fit in uint8
     return (np.bincount((p1 * N + l1).ravel(), minlength=N * N)
             + np.bincount((p2 * N + l2).ravel(), minlength=N * N)).reshape(N, N)
+
+
+def maps_of_change_mask(mask: np.ndarray, label: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Scoring maps ``(pred1, pred2)`` of a binary change prediction (chapter 06; ``textscd errors`` on a change-only
+    method): the true classes where the mask and the truth are both changed (so no pixel is a wrong class),
+    :data:`PLACEHOLDER_CLASS` on both dates where only the mask is (a false alarm), 0 elsewhere. Their error map
+    has false alarms and misses exactly where the mask and the truth's change disagree."""
+    mask = np.asarray(mask, bool)
+    out = [np.where(mask, np.where(np.asarray(t) > 0, t, PLACEHOLDER_CLASS), 0).astype(np.uint8) for t in label]
+    return out[0], out[1]
 
 
 def transition_name(code: int) -> str:
@@ -164,6 +188,8 @@ def _component_rows(ctx: dict, error: str, lab: np.ndarray, n: int, dist: np.nda
     for i, sl in enumerate(slices):
         box = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
         predicted, true = transition_name(ptr[i]), transition_name(ttr[i])
+        if ctx["binary"] and error == "false alarm":
+            predicted = CHANGED_NO_CLASS
         rows.append({"tile": ctx["name"], "error": error, "id": i + 1, "area": int(area[i]), "r0": box[0],
                      "c0": box[1], "r1": box[2], "c1": box[3], "date": _date(error, area[i], first[i], second[i]),
                      "predicted": predicted, "true": true, "distance_px": float(dmin[i]),
@@ -198,7 +224,7 @@ def _type_index(c: dict) -> int:
 
 def tile_analysis(name: str, pred: tuple, label: tuple, caption: str | None = None, scene: Mapping | None = None,
                   boundary_px: int = BOUNDARY_PX, dist_true: np.ndarray | None = None,
-                  depth: np.ndarray | None = None) -> TileErrors:
+                  depth: np.ndarray | None = None, binary: bool = False) -> TileErrors:
     """The records, confusions and fix deltas of one tile (chapter 06; see :class:`TileErrors`).
 
     ``pred`` and ``label`` are ``(map1, map2)`` index maps (0 = unchanged). Every wrong pixel lies in exactly
@@ -207,18 +233,19 @@ def tile_analysis(name: str, pred: tuple, label: tuple, caption: str | None = No
     inside the true change). ``caption`` (None = no caption) and ``scene`` (the tile's scene-log record) fill
     ``caption_names``, ``event`` and ``cause``. ``dist_true`` / ``depth``: :func:`distance_to` of the true
     change / of the true unchanged area, when already computed (they are the same for every method scored on
-    this tile)."""
+    this tile). ``binary``: ``pred`` are the scoring maps of a change-only method (:func:`maps_of_change_mask`);
+    the tile row's semantic scores and wrong-class counts are NaN, ``T`` is zero (no from→to types)."""
     p1, p2, l1, l2 = (np.asarray(x, dtype=np.uint8) for x in (*pred, *label))
     err = error_map(p1, p2, l1, l2)
     H = confusion_of((p1, p2), (l1, l2))
-    row = _tile_row(name, H, err)
+    row = _tile_row(name, H, err, binary)
     true_change, pred_change = l1 > 0, (p1 > 0) | (p2 > 0)
     if dist_true is None:                    # None again when there is no change: cheap to recompute
         dist_true = distance_to(true_change)
     if depth is None:
         depth = distance_to(~true_change)
     ctx = {"name": name, "maps": (p1, p2, l1, l2), "pcode": p1 * N + p2, "tcode": l1 * N + l2,
-           "boundary_px": boundary_px, "scene": scene, "mentioned": classes_mentioned(caption) if caption is not None
+           "boundary_px": boundary_px, "scene": scene, "binary": binary, "mentioned": classes_mentioned(caption) if caption is not None
            else None, "scale": err.shape[0] / scene["size"] if scene and scene.get("size") else 1.0}
     comps, cid, offset = [], np.zeros(err.shape, np.int64), 0
     for error, cat, dist in (("false alarm", FALSE_ALARM, dist_true), ("miss", MISS, None),
@@ -230,6 +257,8 @@ def tile_analysis(name: str, pred: tuple, label: tuple, caption: str | None = No
         cid[lab > 0] = lab[lab > 0] + offset
         offset += n
     _count_kinds(row, comps)
+    if binary:
+        row.update(dict.fromkeys(WRONG_CLASS_COLUMNS, float("nan")))
     types = np.array([_type_index(c) for c in comps], np.int64)
     comp_delta = A.confusion_delta((p1, p2), (l1, l2), cid - 1, offset, np.isin(types, A.FALSE_ALARM_TYPES))
     type_delta = np.zeros((len(A.ERROR_TYPES), N, N), np.int64)
@@ -238,12 +267,16 @@ def tile_analysis(name: str, pred: tuple, label: tuple, caption: str | None = No
     bins = A.tolerance_bins(np.broadcast_to(dist_edge, err.shape), err >= FALSE_ALARM)
     tol = A.confusion_delta((p1, p2), (l1, l2), bins, len(A.TOLERANCE_PX))
     row["changed"], row["pixels"] = int(true_change.sum()), int(true_change.size)
-    return TileErrors(row, comps, H, transition_confusion((p1, p2), (l1, l2)), type_delta, comp_delta, tol)
+    T = np.zeros((1 + (N - 1) ** 2,) * 2, np.int64) if binary else transition_confusion((p1, p2), (l1, l2))
+    return TileErrors(row, comps, H, T, type_delta, comp_delta, tol)
 
 
-def _tile_row(name: str, H: np.ndarray, err: np.ndarray) -> dict:
-    s = scores_from_confusion(H)
-    row: dict = {"tile": name, **{k: float(s[k]) for k in METRIC_COLUMNS}}
+def _tile_row(name: str, H: np.ndarray, err: np.ndarray, binary: bool = False) -> dict:
+    """The tile's metrics (semantic ones NaN for a binary method), change scores and pixels per category."""
+    change = scores_from_change_masks(change_confusion(H))
+    s = change if binary else scores_from_confusion(H)
+    row: dict = {"tile": name, **{k: float(s[k]) for k in METRIC_COLUMNS},
+                 "IoU_c": float(change["IoU_c"]), "change_F1": float(change["change_F1"])}
     row.update({c: int(v) for c, v in zip(ERROR_CATEGORIES, np.bincount(err.ravel(), minlength=5))})
     return row
 

@@ -17,7 +17,7 @@ import base64
 import html
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from PIL import Image
@@ -118,52 +118,78 @@ def render(title: str, facts: list[str], summaries: list[tuple[str, pd.DataFrame
 class Costs:
     """What the cost section and the component browser show: the attribution and tolerance tables
     (`textscd_lib.analysis.attribution`), the summary lines (sanity, both SeK conventions, shares per method),
-    the method names and the browser's component rows (``crop`` = a data URI or "")."""
+    the method names, the browser's component rows (``crop`` = a data URI or "") and the methods that are
+    change-only (binary: their semantic scores and wrong-class rows show "n/a")."""
 
     attribution: pd.DataFrame
     tolerance: pd.DataFrame
     extra: dict
     methods: list[str]
     browser: pd.DataFrame
+    binary: list[str] = field(default_factory=list)
 
 
-def _attribution_frame(att: pd.DataFrame, metric: str = "SeK") -> pd.DataFrame:
-    """error type × (method, mode) gains of ``metric`` (×100), for the table under the chart."""
+NA = "n/a"     # a score that does not apply (a binary method's SeK, its wrong-class rows)
+
+
+def _attribution_frame(att: pd.DataFrame, metric: str = "SeK", binary=()) -> pd.DataFrame:
+    """error type × (method, mode) gains of ``metric`` (×100), for the table under the chart; a NaN of a
+    ``binary`` method shows as "n/a" (not applicable), any other NaN as NaN (undefined)."""
     a = att[att["metric"] == metric]
-    t = a.pivot_table(index="error", columns=["method", "mode"], values="gain", sort=False)
+    t = a.pivot_table(index="error", columns=["method", "mode"], values="gain", sort=False, dropna=False)
+    na = [m in binary for m, _ in t.columns]
     t.columns = [f"{m} {mode} gain" for m, mode in t.columns]
-    return t.round(2).rename_axis("error type")
+    t = t.round(2).astype(object)
+    for col, b in zip(t.columns, na):
+        if b:
+            t[col] = t[col].where(t[col].notna(), NA)
+    return t.rename_axis("error type")
+
+
+def _charts(c: Costs, metric: str, label: str) -> str:
+    """The attribution bars (isolated gain of ``metric``) and the tolerance curve of ``metric``, A beside B; a
+    method whose ``metric`` does not apply is drawn as "n/a"."""
+    from textscd_lib.analysis import charts
+    from textscd_lib.analysis.attribution import ERROR_TYPES
+
+    iso = c.attribution[(c.attribution["metric"] == metric) & (c.attribution["mode"] == "isolated")]
+    series = {m: [float(iso[(iso["method"] == m) & (iso["error"] == t)]["gain"].sum(min_count=1))
+                  for t in ERROR_TYPES] for m in c.methods}
+    tol = c.tolerance[c.tolerance["metric"] == metric]
+    ks = sorted(tol["k"].unique())
+    curve = {m: [float(tol[(tol["method"] == m) & (tol["k"] == k)]["value"].iloc[0]) for k in ks] for m in c.methods}
+    return (charts.bar_chart(list(ERROR_TYPES), series, f"{label} gain when one type is fixed (isolated, ×100)")
+            + charts.line_chart(ks, curve, f"{label} with a boundary tolerance", "k (px)", f"{label} ×100"))
 
 
 def cost_section(c: Costs) -> str:
     """What each error type costs: the attribution chart (isolated SeK gain, A beside B) and table, the
     tolerance curve, the error composition, the two SeK conventions and the sanity lines."""
     from textscd_lib.analysis import charts
-    from textscd_lib.analysis.attribution import ERROR_TYPES
 
-    iso = c.attribution[(c.attribution["metric"] == "SeK") & (c.attribution["mode"] == "isolated")]
-    series = {m: [float(iso[(iso["method"] == m) & (iso["error"] == t)]["gain"].sum()) for t in ERROR_TYPES]
-              for m in c.methods}
-    tol = c.tolerance[c.tolerance["metric"] == "SeK"]
-    ks = sorted(tol["k"].unique())
-    curve = {m: [float(tol[(tol["method"] == m) & (tol["k"] == k)]["value"].iloc[0]) for k in ks] for m in c.methods}
     comp = {m: c.extra["per method"][m]["share of wrong pixels (%)"] for m in c.methods}
-    share = tol["k_share_of_diagonal"].max() if len(tol) else float("nan")
-    conv = pd.DataFrame({m: [c.extra["per method"][m][lab] for lab in c.extra["SeK conventions"].values()]
+    share = c.tolerance["k_share_of_diagonal"].max() if len(c.tolerance) else float("nan")
+    conv = pd.DataFrame({m: [NA if m in c.binary else c.extra["per method"][m][lab]
+                             for lab in c.extra["SeK conventions"].values()]
                          for m in c.methods}, index=pd.Index(list(c.extra["SeK conventions"].values()), name="SeK"))
     sanity = pd.DataFrame({k: v for k, v in c.extra["sanity"].items()}).T.rename_axis("reference prediction")
+    change = (f"<p class=note>{E(', '.join(c.binary))}: a binary change folder (a change mask, no classes): "
+              "false alarms and misses only, scored by the change F1 (and IoU_c) of the change mask; its SeK, "
+              "OA, F_scd and wrong-class rows are n/a (not applicable).</p><div class=sums>"
+              + _charts(c, "change_F1", "change F1")
+              + frame_table(_attribution_frame(c.attribution, "change_F1", c.binary),
+                            "change F1 gain per error type (×100)") + "</div>") if c.binary else ""
     return ("<h2>What each error type costs</h2><p class=note>Oracle fixes on the pooled 7×7 confusion matrix: "
             "false-alarm pixels set to unchanged, missed and wrong-class pixels set to the truth. <b>isolated</b>: "
             "one type fixed alone (the gains do not add up to the gap to 100); <b>progressive</b>: the types fixed "
             "one after another in the order listed, the last reaching SeK 100. Tolerance: every wrong pixel "
             f"within k px of a true change boundary counted correct (k = 8 is {100 * share:.2f} % of the tile "
             "diagonal).</p><div class=sums>"
-            + charts.bar_chart(list(ERROR_TYPES), series, "SeK gain when one type is fixed (isolated, ×100)")
-            + charts.line_chart(ks, curve, "SeK with a boundary tolerance", "k (px)", "SeK ×100")
+            + _charts(c, "SeK", "SeK")
             + charts.stacked_shares(comp, "Share of wrong pixels by type (%)") + "</div><div class=sums>"
-            + frame_table(_attribution_frame(c.attribution), "SeK gain per error type (×100)")
+            + frame_table(_attribution_frame(c.attribution, "SeK", c.binary), "SeK gain per error type (×100)")
             + frame_table(conv, "Two SeK conventions (×100)")
-            + frame_table(sanity, "Sanity lines (×100)") + "</div>")
+            + frame_table(sanity, "Sanity lines (×100)") + "</div>" + change)
 
 
 BROWSER_COLUMNS = ("method", "type", "tile", "area", "date", "predicted", "true", "distance_px", "cause",

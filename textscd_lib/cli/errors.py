@@ -6,13 +6,13 @@ scripts write them (im1/ im2/ index maps, im1_rgb/ im2_rgb/ colour maps), as Cha
 ``--layout`` forces one), checks them against the truth (one line per missing, extra or mis-sized file;
 nothing is written then) and writes ``OUT/errors/{tiles,components,ranking}.csv``, ``OUT/errors/summary.json``,
 ``OUT/errors/gallery.png`` and ``OUT/report.html`` with :func:`textscd_lib.analysis.instrument.analyse_folders`,
-the function chapter 06 calls. ``OUT`` may not be or lie inside an input, and an earlier report there is
+the function chapter 06 calls. A binary change folder (a change-only method) gets its false alarms, misses and
+change scores; its semantic scores print as n/a. ``OUT`` may not be or lie inside an input, and an earlier report there is
 replaced only with ``--force`` (``textscd_lib.common.outputs``); the layouts read are recorded in its marker.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import time
@@ -59,24 +59,16 @@ def method_names(given: str) -> tuple[str, str]:
     return names
 
 
-def read_layouts(args, names: tuple[str, str], analyse) -> dict[str, tuple[str, Path]]:
-    """{method: (layout name, folder)} of --pred (and --compare); refuses in one line what the analysis cannot
-    honour: a forced layout it would not read (it has no ``layout`` parameter) or a binary change folder."""
-    from textscd_lib.metrics import BINARY_LAYOUT, find_layout
+def read_layouts(args, names: tuple[str, str]) -> dict[str, tuple[str, Path]]:
+    """{method: (layout name, folder)} of --pred (and --compare), ``--layout`` forcing one; an unknown layout or
+    a folder without it is one line (``SecondFormatError``) before anything is read."""
+    from textscd_lib.metrics import find_layout
 
-    passes_layout = "layout" in inspect.signature(analyse).parameters
     found = {}
     for meth, folder in zip(names, (args.pred, args.compare)):
-        if folder is None:
-            continue
-        base, name = find_layout(folder, args.split, args.layout)
-        if not passes_layout and name != find_layout(folder, args.split)[1]:
-            raise ValueError(f"{folder}: --layout {args.layout} cannot be honoured: this version's analysis reads "
-                             f"the first layout it finds ({find_layout(folder, args.split)[1]})")
-        if name == BINARY_LAYOUT and not passes_layout:
-            raise ValueError(f"{base}: a binary change folder; this version's error analysis reads semantic maps "
-                             "only (textscd evaluate scores its change masks)")
-        found[meth] = name, base
+        if folder is not None:
+            base, name = find_layout(folder, args.split, args.layout)
+            found[meth] = name, base
     return found
 
 
@@ -87,13 +79,12 @@ def cmd_errors(args) -> int:
     names = method_names(args.names)
     out = guard_output_dir(args.out, KIND, inputs=[args.pred, args.compare, args.gt, args.captions],
                            force=args.force, recognise=lambda p: (p / "errors" / "summary.json").is_file())
-    layouts = read_layouts(args, names, analyse_folders)
-    extra = {"layout": args.layout} if "layout" in inspect.signature(analyse_folders).parameters else {}
+    layouts = read_layouts(args, names)
     t0 = time.perf_counter()
     a = analyse_folders(args.pred, args.gt, args.compare, args.captions, names, args.split, args.rank_by,
                         args.top, args.boundary_px, strict=not args.allow_extra, workers=args.workers,
                         progress=sys.stderr.isatty() or os.environ.get("TQDM_DISABLE") != "1",
-                        log=lambda s: print(s, file=sys.stderr), **extra)
+                        log=lambda s: print(s, file=sys.stderr), layout=args.layout)
     paths = write_outputs(a, out)
     mark_output_dir(out, KIND, command="textscd errors", layouts={k: v[0] for k, v in layouts.items()},
                     inputs={k: str(Path(v).resolve()) for k, v in (("pred", args.pred), ("compare", args.compare),
@@ -109,10 +100,17 @@ def _print_summary(a, layouts: dict, top: int, paths: dict, seconds: float) -> N
         print(f"{meth}: layout {name} in {base} ({layout_description(name)})")
     for meth in a.methods:
         s, t = a.scores[meth], a.tiles[meth]
-        print(f"{meth}: SeK {100 * s['SeK']:.2f}  F_scd {100 * s['F_scd']:.2f}  false alarm {int(t['false alarm'].sum())} px"
+        scores = (f"change F1 {_pct(s['change_F1'])}  IoU_c {_pct(s['IoU_c'])}  SeK n/a  F_scd n/a (binary)"
+                  if s.get("binary") else f"SeK {_pct(s['SeK'])}  F_scd {_pct(s['F_scd'])}")
+        print(f"{meth}: {scores}  false alarm {int(t['false alarm'].sum())} px"
               f" in {int(t['fa_components'].sum())} components ({int(t['fa_isolated'].sum())} isolated)  miss "
               f"{int(t['miss'].sum())} px")
     print(f"top tiles by {a.rank_by}: {', '.join(a.ranking.index[:top])}")
     for k, v in paths.items():
         print(f"  {k:<10} {v}")
     print(f"{len(a.ranking)} tiles in {seconds:.1f} s")
+
+
+def _pct(v: float) -> str:
+    """A fraction ×100 with two decimals; "NaN" when undefined."""
+    return "NaN" if v != v else f"{100 * v:.2f}"

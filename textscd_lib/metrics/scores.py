@@ -172,27 +172,29 @@ def scores_from_confusion(H) -> dict:
         reasons["SeK"] = "SeK = kappa * exp(IoU_c) / e and IoU_c is NaN: " + reasons["IoU_c"]
 
     # F_scd: precision and recall of the class over changed pixels
-    sc_tp = diag - tn
-    pred_changed = total - sum(Hi[0])
     label_changed = total - sum(Hi[p][0] for p in range(k))
+    p_scd, r_scd, f_scd = _f_scd(diag - tn, total - sum(Hi[0]), label_changed, reasons)
+    return {"OA": oa, "mIoU": miou, "SeK": sek, "F_scd": f_scd, "IoU_nc": iou_nc, "IoU_c": iou_c,
+            "kappa": kappa, "P_scd": p_scd, "R_scd": r_scd, "pixels": total,
+            "per_class_IoU": dict(zip(_names(k), per_class_iou(H).tolist())), "nan_reasons": reasons}
+
+
+def _f_scd(sc_tp: int, pred_changed: int, label_changed: int, reasons: dict) -> tuple[float, float, float]:
+    """P_scd, R_scd and F_scd (their harmonic mean) from the pixels changed and right, predicted changed and
+    labelled changed; a NaN's reason goes into ``reasons["F_scd"]``."""
     p_scd = _div(sc_tp, pred_changed)
     r_scd = _div(sc_tp, label_changed)
     if math.isnan(p_scd) or math.isnan(r_scd):
-        f_scd = float("nan")
         why = []
         if pred_changed == 0:
             why.append("nothing is predicted changed (precision = 0/0)")
         if label_changed == 0:
             why.append("nothing is labelled changed (recall = 0/0)")
         reasons["F_scd"] = "; ".join(why)
-    elif p_scd == 0 or r_scd == 0:
-        f_scd = 0.0  # harmonic mean with a zero term (scipy.stats.hmean convention)
-    else:
-        f_scd = 2 * p_scd * r_scd / (p_scd + r_scd)
-
-    return {"OA": oa, "mIoU": miou, "SeK": sek, "F_scd": f_scd, "IoU_nc": iou_nc, "IoU_c": iou_c,
-            "kappa": kappa, "P_scd": p_scd, "R_scd": r_scd, "pixels": total,
-            "per_class_IoU": dict(zip(_names(k), per_class_iou(H).tolist())), "nan_reasons": reasons}
+        return p_scd, r_scd, float("nan")
+    if p_scd == 0 or r_scd == 0:
+        return p_scd, r_scd, 0.0  # harmonic mean with a zero term (scipy.stats.hmean convention)
+    return p_scd, r_scd, 2 * p_scd * r_scd / (p_scd + r_scd)
 
 
 def _names(k: int) -> list[str]:
