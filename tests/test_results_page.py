@@ -1,0 +1,67 @@
+"""docs/results.md is written by tools/results_page.py from the committed runs' files, so its numbers and verdicts
+cannot drift from them: the committed page must equal what the script writes today, and a changed file changes it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("results_page", ROOT / "tools" / "results_page.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_committed_results_page_equals_what_the_runs_files_give():
+    page = _tool().render(ROOT / "results")
+    assert (ROOT / "docs" / "results.md").read_text(encoding="utf-8") == page, (
+        "docs/results.md is stale: run `python tools/results_page.py` and commit it")
+
+
+def _copy_results(tmp_path: Path) -> Path:
+    dest = tmp_path / "results"
+    for run in ("demo", "cpu-30ep", "cpu-30ep-seed1"):
+        for sub in ("metrics", "run.json", "reference-predictions/manifest.json"):
+            src = ROOT / "results" / run / sub
+            if src.is_dir():
+                shutil.copytree(src, dest / run / sub)
+            elif src.is_file():
+                (dest / run / sub).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest / run / sub)
+    shutil.copytree(ROOT / "results" / "seed-study", dest / "seed-study")
+    text_dynamics = ROOT / "results" / "text-dynamics"
+    if text_dynamics.is_dir():
+        shutil.copytree(text_dynamics, dest / "text-dynamics")
+    return dest
+
+
+def test_a_changed_score_changes_the_table_and_the_verdict(tmp_path):
+    tool = _tool()
+    results = _copy_results(tmp_path)
+    assert tool.render(results) == tool.render(ROOT / "results")
+    manifest = results / "cpu-30ep" / "reference-predictions" / "manifest.json"
+    m = json.loads(manifest.read_text(encoding="utf-8"))
+    oracle = m["models"]["textscd-oracle"]["scores"]["SeK"]
+    for s in ("noisy-1.0", "shuffled", "empty"):  # every caption without information now scores as oracle
+        m["models"][f"textscd-{s}"]["scores"]["SeK"] = oracle
+    manifest.write_text(json.dumps(m), encoding="utf-8")
+    page = tool.render(results)
+    assert "- cpu-30ep: the largest loss is 0.00 SeK" in page
+    assert "cpu-30ep: the largest loss is 0.00 SeK against a noise of 0.7 SeK: TextSCD reads" not in page
+
+
+def test_a_demo_gain_within_the_seed_noise_is_never_called_a_gain(tmp_path):
+    tool = _tool()
+    results = _copy_results(tmp_path)
+    path = results / "demo" / "metrics" / "table1.json"
+    t = json.loads(path.read_text(encoding="utf-8"))
+    ours = [r for r in t["rows"] if r["source"].startswith("ours")]
+    ours[1]["SeK"] = ours[0]["SeK"] + 1.0  # +1.00 at 6 epochs: below the 6-epoch spread
+    path.write_text(json.dumps(t), encoding="utf-8")
+    assert "- demo: TextSCD − Baseline = +1.00 (within the noise) SeK" in tool.render(results)
