@@ -164,3 +164,23 @@ def test_transition_confusion_counts_from_to_pairs():
     assert {(d["true"], d["predicted"]) for d in top} == {("low vegetation→building", "ground→building"),
                                                          ("water→ground", "unchanged")}
     assert t.label(0) == "unchanged"
+
+
+def test_the_metric_maths_reads_no_files_and_the_folder_reader_keeps_every_old_name():
+    """metrics/scores.py holds the maths only (no image, path or folder module imported); metrics/folders.py reads;
+    `textscd_lib.metrics` still offers every name from both."""
+    import ast
+    import inspect
+
+    import textscd_lib.metrics as metrics
+    from textscd_lib.metrics import folders, scores
+
+    tree = ast.parse(inspect.getsource(scores))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"PIL", "pathlib", "os", "glob", "textscd_lib.metrics.folders"}, imported
+    assert "open(" not in inspect.getsource(scores)
+    for name in ("SCDConfusion", "scores_from_confusion", "scores_from_change_masks", "transition_codes"):
+        assert getattr(metrics, name) is getattr(scores, name)
+    for name in ("PRED_LAYOUTS", "find_layout", "match_predictions", "read_truth", "score_folders"):
+        assert getattr(metrics, name) is getattr(folders, name)
