@@ -153,6 +153,10 @@ def test_seed_noise_takes_the_measured_spread_of_the_nearest_training_length():
     from pathlib import Path
     study = json.loads((Path(__file__).parents[1] / "results/seed-study/demo-6ep.json").read_text())["spread"]
     assert SEK_NOISE_BY_EPOCHS[6] == max(study["baseline"]["range"], study["textscd"]["range"])
+    ours = [[r["SeK"] for r in json.loads((Path(__file__).parents[1] / f"results/{run}/metrics/table1.json")
+                                           .read_text())["rows"] if r["source"].startswith("ours")]
+            for run in ("cpu-30ep", "cpu-30ep-seed1")]
+    assert SEK_NOISE_BY_EPOCHS[30] == round(max(abs(a - b) for a, b in zip(*ours)), 2)
 
 
 def test_verdict_from_predictions_alone_says_nothing_about_the_tgi():

@@ -108,13 +108,27 @@ def table1_section(results: Path) -> list[str]:
 
 def seed_study_section(results: Path) -> list[str]:
     study = _json(results / "seed-study" / "demo-6ep.json")
-    diffs = {r["seed"]: r["difference"]["SeK"] for r in study["rows"]}
-    lo, hi = min(diffs.values()), max(diffs.values())
-    verdict = ("changes sign over the seeds: at this length the demo cannot show a gain"
-               if lo < 0 < hi else "keeps its sign over the seeds")
-    return ["", f"Over the demo setting's seeds {', '.join(map(str, diffs))} "
-                f"(`results/seed-study/demo-6ep.json`), TextSCD − Baseline runs from {lo:+.2f} to {hi:+.2f} SeK: it "
-                f"{verdict}."]
+    rows = [("demo setting (6 epochs)", r["seed"], r["baseline"]["SeK"], r["textscd"]["SeK"], "results/seed-study/demo-6ep.json")
+            for r in study["rows"]]
+    for run in ("cpu-30ep", "cpu-30ep-seed1"):
+        base, text = table1(results, run)[1]
+        seed = _json(results / run / "run.json")["parameters"].get("SEED", 0)
+        rows.append(("30 epochs", seed, base["SeK"], text["SeK"], f"results/{run}/metrics/table1.json"))
+    lines = ["", "## Noise between runs", "",
+             "The same setting trained with other seeds (SeK). Our measure of the noise is the larger of the two models' "
+             "ranges over the seeds, per training length.", "",
+             "| setting | seed | Baseline | TextSCD | TextSCD − Baseline | file |", "|---|---|---|---|---|---|"]
+    lines += [f"| {s} | {seed} | {b:.2f} | {t:.2f} | {t - b:+.2f} | `{f}` |" for s, seed, b, t, f in rows]
+    lines.append("")
+    for setting in dict.fromkeys(r[0] for r in rows):
+        sel = [r for r in rows if r[0] == setting]
+        spread = max(max(r[i] for r in sel) - min(r[i] for r in sel) for i in (2, 3))
+        diffs = [r[3] - r[2] for r in sel]
+        sign = ("changes sign over the seeds" if min(diffs) < 0 < max(diffs)
+                else "keeps its sign over the seeds")
+        lines.append(f"- {setting}: spread {spread:.2f} SeK over seeds {', '.join(str(r[1]) for r in sel)}; "
+                     f"TextSCD − Baseline runs from {min(diffs):+.2f} to {max(diffs):+.2f} and {sign}.")
+    return lines
 
 
 def swap_section(results: Path) -> list[str]:
