@@ -1,5 +1,5 @@
 """Predictions of a simulated method, written to disk as other methods write theirs: chapter 06's exercises, the
-tests and the benchmark of ``textscd errors`` (``python -m textscd_lib.analysis.simulate``).
+tests and the benchmark of ``textscd errors`` (``python -m textscd_lib.analysis.simulate``, see :func:`benchmark`).
 
 :func:`simulate_maps` damages the truth in the ways a change detector errs, each controlled and seeded: true
 change regions dropped (misses), grown by a rim (boundary false alarms), a few invented blobs away from any
@@ -21,8 +21,11 @@ from PIL import Image
 from scipy import ndimage
 
 from textscd_lib.analysis.records import STRUCTURE
+from textscd_lib.common.paths import resolve
 from textscd_lib.data.second import CLASSES, COLORS, image_files, read_label
-from textscd_lib.metrics import PRED_LAYOUTS
+from textscd_lib.metrics import BINARY_LAYOUT, PRED_LAYOUTS
+
+RECORD = "results/benchmarks/errors.jsonl"   # the committed record (`--record`), under the working folder
 
 
 def simulate_maps(rng: np.random.Generator, label1: np.ndarray, label2: np.ndarray, drop: float = 0.15,
@@ -53,29 +56,25 @@ def simulate_maps(rng: np.random.Generator, label1: np.ndarray, label2: np.ndarr
 
 def write_predictions(gt_dir: str | Path, out: str | Path, layout: str = "im1", seed: int = 0, **damage) -> Path:
     """Simulated predictions for every pair of ``gt_dir`` (holding label1/ label2/) written to ``out`` in the
-    layout whose date-1 folder is ``layout`` ("label1", "im1" = index maps, "im1_rgb" = colour maps)."""
+    layout whose date-1 folder is ``layout`` ("label1", "im1" = index maps, "im1_rgb" = colour maps), or with
+    ``layout="binary"`` as one 0/255 change mask per pair directly in ``out``."""
     lay = {x[0]: x for x in PRED_LAYOUTS}
-    if layout not in lay:
-        raise ValueError(f"layout {layout!r}: choose one of {', '.join(lay)}")
+    if layout not in lay and layout != BINARY_LAYOUT:
+        raise ValueError(f"layout {layout!r}: choose one of {', '.join(lay)}, {BINARY_LAYOUT}")
     gt_dir, out = Path(gt_dir), Path(out)
-    f1, f2, _ = lay[layout]
+    f1, f2, _ = lay.get(layout, (".", ".", ""))
     (out / f1).mkdir(parents=True, exist_ok=True)
     (out / f2).mkdir(parents=True, exist_ok=True)
     second = image_files(gt_dir / "label2")
     for i, (name, path) in enumerate(sorted(image_files(gt_dir / "label1").items())):
         p1, p2 = simulate_maps(np.random.default_rng([seed, i]), read_label(path), read_label(second[name]), **damage)
+        if layout == BINARY_LAYOUT:
+            Image.fromarray(((p1 > 0) * 255).astype(np.uint8)).save(out / f"{name}.png", compress_level=1)
+            continue
         for folder, p in ((f1, p1), (f2, p2)):
             Image.fromarray(COLORS[p] if layout == "im1_rgb" else p).save(out / folder / f"{name}.png",
                                                                        compress_level=1)
     return out
-
-
-def _cpu() -> float:
-    """CPU seconds of this process and its finished children (the worker pool), user + system."""
-    import resource
-
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _replicate(root: Path, gt: Path, pairs: int) -> None:
@@ -92,16 +91,42 @@ def _replicate(root: Path, gt: Path, pairs: int) -> None:
     (root / "scene_log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
+def run_command(argv: list[str], logs: Path) -> dict:
+    """Run ``textscd ARGV`` in a child process and measure it: wall seconds, CPU seconds (user + system, the
+    child and the worker processes it waited for) and peak resident memory in MB (the largest single process
+    of them, Linux ``ru_maxrss``). Its output goes to ``logs``.out / .err; a failure is one RuntimeError line
+    with its last error line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    out, err = logs.with_suffix(".out"), logs.with_suffix(".err")
+    with open(out, "w") as fo, open(err, "w") as fe:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "textscd_lib", *argv], stdout=fo, stderr=fe, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)          # the child's own usage, its waited-for workers included
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        last = (err.read_text().strip().splitlines() or ["(no error output)"])[-1]
+        raise RuntimeError(f"textscd {argv[0]} exited {proc.returncode}: {last}")
+    kb = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)   # bytes on macOS, KiB on Linux
+    return {"seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mb": round(kb / 1024, 1)}
+
+
 def benchmark(pairs: int = 600, size: int = 512, workers: int = 2, keep: str | None = None,
-              unique: int = 60) -> dict:
-    """Time ``textscd errors`` on ``pairs`` mini-SECOND tiles at ``size``² with two simulated methods (im1/ im2/
-    index maps and im1_rgb/ im2_rgb/ colour maps), in a temporary folder. ``unique`` pairs are generated and
-    copied under new names up to ``pairs`` (the simulated predictions differ per copy). Returns the
-    measurements; the timing covers reading, records, ranking, gallery, report and writing."""
+              unique: int = 60, binary: bool = False) -> dict:
+    """Time the ``textscd errors`` command on ``pairs`` mini-SECOND tiles at ``size``² with two simulated methods
+    (A: im1/ im2/ index maps; B: im1_rgb/ im2_rgb/ colour maps, or with ``binary`` a binary change folder), in a
+    temporary folder (``keep``: in that folder instead, left there). ``unique`` pairs are generated and copied
+    under new names up to ``pairs`` (the simulated predictions differ per copy). The command runs in a child
+    process (:func:`run_command`): its wall time, CPU time and peak memory cover start-up, reading, records,
+    ranking, gallery, report and writing; generating the data is timed apart (``prepare_seconds``)."""
     import os
     import platform
 
-    from textscd_lib.analysis.instrument import analyse_folders, write_outputs
     from textscd_lib.data.synthetic import synthesize
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,33 +137,51 @@ def benchmark(pairs: int = 600, size: int = 512, workers: int = 2, keep: str | N
         gt = next(d for d in root.iterdir() if (d / "label1").is_dir())
         _replicate(root, gt, pairs)
         write_predictions(gt, tmp / "A", "im1", seed=1)
-        write_predictions(gt, tmp / "B", "im1_rgb", seed=2, blobs=1.0, drop=0.1)
+        write_predictions(gt, tmp / "B", BINARY_LAYOUT if binary else "im1_rgb", seed=2, blobs=1.0, drop=0.1)
         prep = time.perf_counter() - t0
-        t1, cpu0 = time.perf_counter(), _cpu()
-        a = analyse_folders(tmp / "A", root, tmp / "B", names=("A", "B"), split=gt.name, workers=workers,
-                            log=lambda s: None)
-        paths = write_outputs(a, tmp / "out")
-        sec, cpu = time.perf_counter() - t1, _cpu() - cpu0
-        return {"what": "textscd errors (records, wrong-class components, attribution, tolerance, slices, ranking, "
-                        "gallery, component browser, report.html) on simulated predictions",
-                "pairs": pairs, "unique_scenes": min(pairs, unique), "size": size, "methods": 2, "workers": workers, "seconds": round(sec, 1),
-                "cpu_seconds": round(cpu, 1), "load_average_1min": round(os.getloadavg()[0], 1),
-                "prepare_seconds": round(prep, 1), "report_mb": round(paths["report"].stat().st_size / 2**20, 2),
-                "components": int(sum(len(c) for c in a.components.values())), "cpus": os.cpu_count(),
-                "machine": platform.processor() or platform.machine(), "time": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                            time.gmtime())}
+        load = os.getloadavg()[0]
+        measured = run_command(["errors", "--pred", str(tmp / "A"), "--compare", str(tmp / "B"), "--gt", str(root),
+                                "--split", gt.name, "--out", str(tmp / "out"), "--workers", str(workers),
+                                "--names", "A,B", "--force"], tmp / "errors-command")
+        report = tmp / "out" / "report.html"
+        components = sum(1 for _ in open(tmp / "out" / "errors" / "components.csv")) - 1
+        return {"what": "textscd errors command (start-up, records, wrong-class components, attribution, tolerance, "
+                        "slices, ranking, gallery, component browser, report.html) on simulated predictions"
+                        + ("; B a binary change folder" if binary else ""),
+                "pairs": pairs, "unique_scenes": min(pairs, unique), "size": size, "methods": 2,
+                "workers": workers, **measured, "load_average_1min": round(load, 1), "prepare_seconds": round(prep, 1),
+                "report_mb": round(report.stat().st_size / 2**20, 2), "components": components,
+                "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+                "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="benchmark of textscd errors on simulated predictions")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m textscd_lib.analysis.simulate``: the benchmark, printed; appended to the committed record
+    (:data:`RECORD`) only with ``--record``, or to any file with ``--append``."""
+    ap = argparse.ArgumentParser(description="benchmark of the textscd errors command on simulated predictions; "
+                                 "prints wall, CPU seconds and peak memory, records them only with --record")
     ap.add_argument("--pairs", type=int, default=600)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--unique", type=int, default=60, help="scenes generated, copied under new names up to --pairs")
+    ap.add_argument("--binary", action="store_true", help="method B as a binary change folder (change-only)")
+    ap.add_argument("--keep", default=None, metavar="DIR", help="build the data and outputs in DIR and keep them")
     ap.add_argument("--note", default="")
-    ap.add_argument("--append", default=None, help="append the result as one JSON line to this file")
-    args = ap.parse_args()
-    res = {**benchmark(args.pairs, args.size, args.workers), "note": args.note}
+    ap.add_argument("--record", action="store_true", help=f"append the result as one JSON line to {RECORD}")
+    ap.add_argument("--append", default=None, metavar="FILE", help="append the result as one JSON line to FILE")
+    args = ap.parse_args(argv)
+    res = {**benchmark(args.pairs, args.size, args.workers, args.keep, args.unique, args.binary), "note": args.note}
+    print(f"textscd errors, {res['pairs']} tiles of {res['size']}², 2 methods, {res['workers']} workers: wall "
+          f"{res['seconds']} s, CPU {res['cpu_seconds']} s, peak memory {res['peak_rss_mb']} MB (largest process); "
+          f"load average {res['load_average_1min']} at start")
     print(json.dumps(res))
-    if args.append:
-        with open(args.append, "a", encoding="utf-8") as fh:
+    for target in ([resolve(RECORD)] if args.record else []) + ([Path(args.append)] if args.append else []):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as fh:      # a record only grows; one whole line per run
             fh.write(json.dumps(res) + "\n")
+        print(f"appended to {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

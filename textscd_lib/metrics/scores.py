@@ -19,17 +19,22 @@ transitions, a pixel right only when both dates are): :func:`scores_from_transit
 numbers are not comparable with the SECOND protocol's. A change-only method is scored on the 2×2 change
 confusion (:func:`change_confusion`, :func:`scores_from_change_masks`), its semantic scores not applicable.
 
-Only arrays and tensors come in here; reading prediction folders is `textscd_lib.metrics.folders`.
+Only arrays and tensors come in here; reading prediction folders is `textscd_lib.metrics.folders`. torch is
+imported only when :class:`SCDConfusion` accumulates (on the GPU or not), so scoring matrices — ``textscd
+errors`` and ``textscd evaluate`` on a binary folder — starts without it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from textscd_lib.data.second import CLASSES, NUM_CLASSES
+
+if TYPE_CHECKING:          # torch is imported where a confusion is accumulated, not to score a matrix
+    import torch
 
 METRIC_COLUMNS = ("F_scd", "mIoU", "OA", "SeK")  # the paper's column order; its "F1" is F_scd
 
@@ -43,6 +48,8 @@ def to_numpy(a) -> np.ndarray:
 
 
 def _as_long_tensor(x, device: torch.device | None) -> torch.Tensor:
+    import torch
+
     t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     if device is not None and t.device != device:
         t = t.to(device)
@@ -57,6 +64,8 @@ def _check_range(t: torch.Tensor, n: int, what: str) -> None:
 
 def _count(counts: torch.Tensor, idx: torch.Tensor) -> None:
     """counts += bincount(idx); on CUDA through index_add_ (torch.bincount syncs to find the max)."""
+    import torch
+
     if idx.device.type == "cpu":
         counts += torch.bincount(idx, minlength=counts.numel())
     else:
@@ -70,6 +79,8 @@ class SCDConfusion:
     device of the first update until ``.matrix`` or ``.scores()`` is read."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, device: torch.device | str | None = None) -> None:
+        import torch
+
         self.num_classes = num_classes
         self.device = torch.device(device) if device is not None else None
         self._counts: torch.Tensor | None = None
@@ -81,6 +92,8 @@ class SCDConfusion:
 
     def update_one(self, pred, label, what: str = "map") -> None:
         """Add one date's maps (``pred`` vs ``label``)."""
+        import torch
+
         p = _as_long_tensor(pred, self.device)
         g = _as_long_tensor(label, p.device)
         if p.shape != g.shape:
@@ -95,10 +108,14 @@ class SCDConfusion:
 
     def merge(self, other: SCDConfusion | np.ndarray | torch.Tensor) -> None:
         """Add another matrix (e.g. the sum over DDP ranks)."""
+        import torch
+
         m = other.matrix if isinstance(other, SCDConfusion) else np.asarray(torch.as_tensor(other).cpu())
         self.add_matrix(m)
 
     def add_matrix(self, m) -> None:
+        import torch
+
         m = torch.as_tensor(np.asarray(m, dtype=np.int64)).reshape(-1)
         if self._counts is None:
             self._counts = torch.zeros_like(m, device=self.device or "cpu")
@@ -107,6 +124,8 @@ class SCDConfusion:
     @property
     def counts(self) -> torch.Tensor:
         """The flat counts on their device (for all_reduce without leaving the GPU)."""
+        import torch
+
         if self._counts is None:
             self._counts = torch.zeros(self.num_classes ** 2, dtype=torch.int64, device=self.device or "cpu")
         return self._counts
