@@ -81,8 +81,8 @@ def test_trained_attention_reads_the_checkpoint_with_its_own_text_features(tmp_p
     torch.set_num_threads(1)
     try:
         res = train(TrainConfig(run="att", results_root=str(tmp_path), model="textscd", epochs=1, batch_size=4,
-                                width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True,
-                                seed=3), export=False)
+                                width=16, max_steps_per_epoch=1, image_weights=None, device="cpu",
+                                seed=3), export=False, fast=True)
         val = SCDDataset(res["data_root"], "val")
         pair = val[0]
         attention, ck = At.trained_attention(res["paths"]["best"], tmp_path / "att", pair["name"],
@@ -97,7 +97,7 @@ def test_trained_attention_reads_the_checkpoint_with_its_own_text_features(tmp_p
         assert torch.allclose(a.sum(-1), torch.ones(1))              # softmax over the caption's tokens
     with pytest.raises(ValueError, match="no TGI attention"):
         base = train(TrainConfig(run="att", results_root=str(tmp_path), model="baseline", epochs=1, batch_size=4,
-                                 width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True,
-                                 seed=3), export=False)
+                                 width=16, max_steps_per_epoch=1, image_weights=None, device="cpu",
+                                 seed=3), export=False, fast=True)
         At.trained_attention(base["paths"]["best"], tmp_path / "att", pair["name"], pair["im1"][None],
                              pair["im2"][None])

@@ -21,9 +21,9 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ck")
     cfg = TrainConfig(run="ck", results_root=str(root), model="textscd", epochs=1, batch_size=4, width=16,
-                      max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True, seed=0)
+                      max_steps_per_epoch=1, image_weights=None, device="cpu", seed=0)
     try:
-        yield train(prepare_inputs(cfg))
+        yield train(prepare_inputs(cfg, fast=True))
     finally:
         torch.set_num_threads(n)
 

@@ -47,7 +47,7 @@ def test_every_cli_field_of_trainconfig_is_an_option_with_its_metadata_help():
         assert f.name in by_dest, f.name
         assert f.metadata["help"] in by_dest[f.name].help
     hidden = {f.name for f in dataclasses.fields(TrainConfig)} - {f.name for f in option_fields(TrainConfig)}
-    assert hidden == {"captions", "text_encoder", "fast"}  # filled in from the features file / environment
+    assert hidden == {"captions", "text_encoder"}  # filled in from the features file
     assert by_dest["model"].choices == ("textscd", "baseline")
 
 

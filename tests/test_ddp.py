@@ -23,13 +23,21 @@ def _worker(rank: int, world: int, port: int, root: str, queue, data: str, batch
     from textscd_lib.engine.checkpoints import load_model
 
     writes: list[str] = []
-    real_save = T.atomic_torch_save
+    real_save = T.save_checkpoint
 
     def counting_save(path, obj):  # record which rank writes checkpoints
         writes.append(str(path))
         return real_save(path, obj)
 
-    T.atomic_torch_save = counting_save
+    validated: dict = {}
+    real_evaluate = T.evaluate_source
+
+    def recording_evaluate(model, *args, **kwargs):  # the weights and statistics this rank validates with
+        validated.update({k: v.detach().clone().numpy() for k, v in model.state_dict().items()})
+        return real_evaluate(model, *args, **kwargs)
+
+    T.save_checkpoint = counting_save
+    T.evaluate_source = recording_evaluate
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         cfg = T.TrainConfig(run=run, results_root=root, model="baseline", epochs=1, batch_size=batch_size,
@@ -38,7 +46,7 @@ def _worker(rank: int, world: int, port: int, root: str, queue, data: str, batch
         params = load_model(res["paths"]["last"]).state_dict() if rank == 0 else None
         queue.put({"rank": rank, "world": res["world"], "shard": res["shard"], "writes": writes,
                    "params": None if params is None else {k: v.numpy() for k, v in params.items()},  # no shared memory
-                   "history": res["history"], "steps": res["steps"],
+                   "history": res["history"], "steps": res["steps"], "validated": validated,
                    "param_sum": None if params is None else float(sum(p.double().sum() for p in params.values()))})
     finally:
         dist.destroy_process_group()
@@ -162,3 +170,28 @@ def test_ddp_validation_sums_the_transition_confusion_over_the_ranks_like_the_7x
     for r in (0, 1):
         assert ranks[r]["confusion"] == one["confusion"]
         assert ranks[r]["transitions"] == one["transition_confusion"]  # the whole split on every rank
+
+
+def test_ddp_validation_scores_the_weights_saved_in_best_pt(tmp_path):
+    """Each rank's BatchNorm keeps running statistics of its own shard; the checkpoint holds rank 0's. The scores
+    the trainer reports (history and best) must be those of the saved best.pt, as ``textscd predict`` and
+    ``textscd evaluate`` score it, not a mix of both ranks' statistics."""
+    from textscd_lib.data.synthetic import ensure_mini_second
+    from textscd_lib.engine.checkpoints import load_checkpoint
+    from textscd_lib.engine.stages import predict_to_folder
+    from textscd_lib.metrics import score_folders
+
+    data = str(ensure_mini_second(fast=True))
+    ranks = _two_ranks(tmp_path, data, batch_size=4, steps=3, run="bn")
+    best = tmp_path / "bn" / "checkpoints" / "baseline" / "best.pt"
+    saved = load_checkpoint(best)["model"]
+    for r in (0, 1):  # every rank validates its shard with exactly the saved weights and BatchNorm statistics
+        held = ranks[r]["validated"]
+        differ = [k for k in saved if not torch.equal(saved[k], torch.from_numpy(held[k]))]
+        assert not differ, (r, differ[:3])
+    reported = ranks[0]["history"][0]
+    assert ranks[1]["history"][0]["val_OA"] == reported["val_OA"]
+    pred = predict_to_folder(best, data, tmp_path / "pred", device="cpu", precision="fp32")
+    scored = score_folders(pred, data, split="val")
+    for m in ("OA", "mIoU", "SeK"):
+        assert scored[m] == reported[f"val_{m}"], m

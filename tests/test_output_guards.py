@@ -107,7 +107,7 @@ def baseline(tmp_path_factory, dataset):
     cfg = TrainConfig(run="guards", results_root=str(tmp_path_factory.mktemp("r")), model="baseline", epochs=1,
                       data_root=str(dataset),
                       batch_size=4, width=16, max_steps_per_epoch=1, image_weights=None, device="cpu",
-                      fast=True, seed=0)
+                      seed=0)
     try:
         return train(prepare_inputs(cfg))["paths"]["best"]
     finally:

@@ -300,8 +300,8 @@ def _tiny_inputs(tmp_path, run: str):
     from textscd_lib.engine.config import TrainConfig
 
     cfg = TrainConfig(run=run, results_root=str(tmp_path / "results"), model="baseline", epochs=1, batch_size=4,
-                      width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True, seed=3)
-    return replace(prepare_inputs(cfg), model="textscd")
+                      width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", seed=3)
+    return replace(prepare_inputs(cfg, fast=True), model="textscd")
 
 
 def _names(root) -> list[str]:

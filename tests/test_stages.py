@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def tiny(tmp_path, run: str, **kw) -> TrainConfig:
     base = dict(run=run, results_root=str(tmp_path), model="baseline", epochs=1, batch_size=4, width=16,
-                max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True, seed=0)
+                max_steps_per_epoch=1, image_weights=None, device="cpu", seed=0)
     return TrainConfig(**{**base, **kw})
 
 
@@ -68,7 +68,7 @@ def test_features_file_records_its_captions_and_encoder_and_train_records_them_i
 
 def test_pipeline_records_the_same_substitutes_as_the_stages_run_one_by_one(tmp_path):
     """The chained pipeline (notebooks) and the stages (command line) leave the same record in a run."""
-    piped = train_pipeline(tiny(tmp_path, "piped", model="textscd"), export=False)
+    piped = train_pipeline(tiny(tmp_path, "piped", model="textscd"), export=False, fast=True)
     data = piped["data_root"]
     caption_dataset(data, "oracle", tmp_path / "caps.jsonl", seed=0)
     make_text_features(tmp_path / "caps.jsonl", tmp_path / "f.pt", "auto")
@@ -82,14 +82,14 @@ def test_pipeline_records_the_same_substitutes_as_the_stages_run_one_by_one(tmp_
 
 
 def test_baseline_run_does_not_touch_the_text_parts_of_the_record(tmp_path):
-    train_pipeline(tiny(tmp_path, "r", model="textscd"), export=False)
+    train_pipeline(tiny(tmp_path, "r", model="textscd"), export=False, fast=True)
     before = read_substitutes(tmp_path / "r")
-    train_pipeline(tiny(tmp_path, "r", model="baseline"), export=False)
+    train_pipeline(tiny(tmp_path, "r", model="baseline"), export=False, fast=True)
     assert read_substitutes(tmp_path / "r") == before
 
 
 def test_predict_stage_writes_maps_that_evaluate_scores_as_the_trainer_did(tmp_path):
-    res = train_pipeline(tiny(tmp_path, "p", model="textscd"), export=False)
+    res = train_pipeline(tiny(tmp_path, "p", model="textscd"), export=False, fast=True)
     out = predict_to_folder(res["paths"]["best"], res["data_root"], tmp_path / "pred", res["text_features"])
     assert len(list((out / "label1").glob("*.png"))) == len(list((out / "label2").glob("*.png"))) > 0
     scored = score_folders(out, res["data_root"], split="val")

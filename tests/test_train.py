@@ -20,7 +20,7 @@ from textscd_lib.metrics import score_folders
 
 def train(cfg: TrainConfig) -> dict:
     """The trainer with its inputs made first (the mini-SECOND; captions and text features for TextSCD)."""
-    return train_given(prepare_inputs(cfg))
+    return train_given(prepare_inputs(cfg, fast=True))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def tiny(tmp_path, run: str, **kw) -> TrainConfig:
     base = dict(run=run, results_root=str(tmp_path), model="baseline", epochs=2, batch_size=4, width=16,
-                max_steps_per_epoch=2, image_weights=None, device="cpu", fast=True, seed=3)
+                max_steps_per_epoch=2, image_weights=None, device="cpu", seed=3)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -86,7 +86,7 @@ def test_nan_loss_stops_the_run_and_names_the_step(tmp_path, monkeypatch):
 
 
 def test_textscd_run_writes_logs_checkpoints_and_predictions_that_evaluate_reads(tmp_path):
-    res = train_pipeline(tiny(tmp_path, "tx", model="textscd", epochs=1), export=True)
+    res = train_pipeline(tiny(tmp_path, "tx", model="textscd", epochs=1), export=True, fast=True)
     out = tmp_path / "tx" / "checkpoints" / "textscd"
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     rows = json.loads((out / "log.json").read_text())
@@ -152,7 +152,7 @@ def test_the_run_s_seed_draws_the_offline_captions_the_trainer_reads(tmp_path):
     (it used seed 0 whatever the run's seed, rewriting the store under the chapters' feet)."""
     from textscd_lib.text.captions import CaptionStore, ensure_captions
 
-    res = train_pipeline(tiny(tmp_path, "sd", model="textscd", epochs=1, captions="noisy-0.3", seed=3), export=False)
+    res = train_pipeline(tiny(tmp_path, "sd", model="textscd", epochs=1, captions="noisy-0.3", seed=3), export=False, fast=True)
     path = tmp_path / "sd" / "captions" / "noisy-0.3.jsonl"
     trained_with = CaptionStore(path).latest()
     assert {r["params"]["seed"] for r in trained_with.values()} == {3}

@@ -52,7 +52,7 @@ def features(tmp_path_factory, data):
 
 def tiny(tmp_path, data, run="r", **kw) -> TrainConfig:
     base = dict(run=run, results_root=str(tmp_path), data_root=str(data), model="baseline", epochs=2,
-                batch_size=4, width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", fast=True, seed=0)
+                batch_size=4, width=16, max_steps_per_epoch=1, image_weights=None, device="cpu", seed=0)
     return TrainConfig(**{**base, **kw})
 
 

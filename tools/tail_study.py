@@ -40,7 +40,7 @@ def train_one(tail: str, model: str, root: str, epochs: int, seed: int) -> dict:
 
     cfg = TrainConfig(run=run_name(tail, model), results_root=root, model=model, captions="oracle", text_encoder="auto",
                       image_weights="auto", epochs=epochs, batch_size=8, lr=0.1, size=None, device="cpu", seed=seed,
-                      resume=True, fast=False, tail=tail)
+                      resume=True, tail=tail)
     return train_pipeline(cfg, export=False)
 
 

@@ -41,7 +41,7 @@ def train_config(run: str, seed: int, epochs: int, every: int):
     from textscd_lib.engine.trainer import TrainConfig
     return TrainConfig(data_root="", run=run, model="textscd", captions="oracle", text_encoder="auto",
                        image_weights="auto", epochs=epochs, batch_size=8, lr=0.1, size=None, device="cpu",
-                       seed=seed, max_steps_per_epoch=None, fast=False, resume=True, stop_after=every)
+                       seed=seed, max_steps_per_epoch=None, resume=True, stop_after=every)
 
 
 def snapshot(cfg) -> tuple[int, Path]:

@@ -47,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace earlier predictions at --out")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--batch-size", type=int_at_least(1), default=8, help="pairs per batch (default 8)")
+    p.add_argument("--precision", default=None, choices=("auto", "bf16", "fp32"),
+                   help="inference precision: auto = bf16 on CUDA, fp32 elsewhere (default: the run's, as the "
+                   "checkpoint records it, which is what its validation used on the same kind of device)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -70,7 +73,8 @@ def cmd_predict(args) -> int:
 
     out = predict_to_folder(given_path(args.checkpoint), given_path(args.data), given_path(args.out),
                             given_path(args.features), split=args.split,
-                            device=args.device, batch_size=args.batch_size, force=args.force)
+                            device=args.device, batch_size=args.batch_size, force=args.force,
+                            precision=args.precision)
     print(f"wrote predictions to {out} (label1/, label2/; score them with textscd evaluate --pred {out} "
           f"--gt {args.data} --split {args.split})")
     return 0

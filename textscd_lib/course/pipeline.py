@@ -33,12 +33,13 @@ from textscd_lib.text.features import features_path
 __all__ = ["prepare_inputs", "train_pipeline"]
 
 
-def prepare_inputs(cfg: TrainConfig) -> TrainConfig:
+def prepare_inputs(cfg: TrainConfig, fast: bool = False) -> TrainConfig:
     """``cfg`` with its inputs made: ``data_root`` a checked folder and, for TextSCD without given features,
-    ``text_features`` the run's feature file of ``cfg.captions`` (made if missing). Records the data and
-    captions parts of the run as the chapters do."""
+    ``text_features`` the run's feature file of ``cfg.captions`` (made if missing). ``fast``: an empty
+    ``data_root`` means the tiny FAST mini-SECOND (the notebooks' ``FAST``) rather than the full one. Records
+    the data and captions parts of the run as the chapters do."""
     run_path = run_dir(cfg.run, cfg.results_root)
-    root = resolve_data_root(cfg.data_root, cfg.fast, run_path)
+    root = resolve_data_root(cfg.data_root, fast, run_path)
     if cfg.model == "baseline" or cfg.text_features:
         return replace(cfg, data_root=str(root))
     # the run's seed draws the offline captions (oracle wording, noise, shuffle), as chapters 02, 06 and 07 do
@@ -50,17 +51,18 @@ def prepare_inputs(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, data_root=str(root), text_features=str(path))
 
 
-def train_pipeline(cfg: TrainConfig, export: bool = True) -> dict:
-    """Make the inputs (:func:`prepare_inputs`), train, and (``export``) write the best model's val predictions
-    in the SECOND layout; returns the trainer's result, with ``paths['predictions']`` when exported."""
-    given = prepare_inputs(cfg)
+def train_pipeline(cfg: TrainConfig, export: bool = True, fast: bool = False) -> dict:
+    """Make the inputs (:func:`prepare_inputs`, ``fast`` as there), train, and (``export``) write the best
+    model's val predictions in the SECOND layout with the precision validation used; returns the trainer's
+    result, with ``paths['predictions']`` when exported."""
+    given = prepare_inputs(cfg, fast)
     result = train(given)
     finished = bool(result["history"]) and result["history"][-1]["epoch"] == given.epochs
     if export and finished and result["rank"] == 0:
         run_path = run_dir(given.run, given.results_root)
         out = run_path / "predictions" / given.model / "val"
         predict_to_folder(result["paths"]["best"], given.data_root, out, given.text_features, split="val",
-                          device=result["device"], batch_size=given.batch_size)
+                          device=result["device"], batch_size=given.batch_size, precision=result["precision"])
         result["paths"]["predictions"] = str(out)
         atomic_write_json(run_path / "metrics" / f"train_{given.model}.json",
                           {k: v for k, v in result.items() if k != "shard"})

@@ -21,12 +21,15 @@ whatever it likes) is refused in one line naming :func:`convert_checkpoint` (``t
 unpickles on the user's word that the file is trusted and writes the portable format.
 
 A checkpoint records the data it was trained on (``data_root`` and :func:`data_fingerprint`): a resume on other
-data is refused like a resume with other settings.
+data is refused like a resume with other settings, while the same data in another place (a run or data folder
+moved or copied) resumes, saying in one log line that the path changed. Writing a checkpoint that fails (a full
+disk) is one line naming the file (:func:`save_checkpoint`), with the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import logging
@@ -65,6 +68,41 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read; the message names it and says what to do."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (a full disk, a quota, a read-only or forbidden folder): the
+    message names the file; the previous checkpoint is left as it was and no temporary file stays behind. An
+    OSError, so that the command line reports it as a write failure in one line."""
+
+
+# errnos the command line reports as a folder that cannot be written; any other failure of a write is taken as
+# a full disk (torch's stream writer says only "file write failed")
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+TORCH_WRITE_FAILURE = re.compile(r"PytorchStreamWriter|file write failed|unexpected pos", re.IGNORECASE)
+
+
+def save_checkpoint(path: str | Path, ck: dict) -> Path:
+    """Write ``ck`` to ``path`` atomically (:func:`textscd_lib.common.io.atomic_torch_save`). A failed write
+    (an OSError, or the RuntimeError with which torch's stream writer reports a full disk) is raised as one
+    :class:`CheckpointWriteError` naming the file; the temporary file is removed and the previous ``path``
+    stays intact (the rename never happened)."""
+    path = Path(path)
+    try:
+        return atomic_torch_save(path, ck)
+    except OSError as e:
+        code = e.errno if e.errno in WRITE_ERRNOS else errno.ENOSPC
+        raise CheckpointWriteError(code, _cannot_write(path, e.strerror or str(e)), str(path)) from None
+    except RuntimeError as e:
+        if not TORCH_WRITE_FAILURE.search(str(e)):
+            raise
+        raise CheckpointWriteError(errno.ENOSPC, _cannot_write(path, str(e)), str(path)) from None
+
+
+def _cannot_write(path: Path, why: str) -> str:
+    first = " ".join(why.split())[:160]
+    return (f"{path}: disk full / cannot write the checkpoint ({first}); the previous {path.name} is kept, "
+            "no temporary file is left")
+
+
 def data_fingerprint(data_root: str | Path) -> str:
     """16 hex digits identifying a data folder's content without reading its images: its scene log (a
     mini-SECOND) and every pair's split, name and file sizes. Two mini-SECONDs with the same pair names differ."""
@@ -83,12 +121,6 @@ def clean_stale_temps(folder: str | Path) -> list[Path]:
         f.unlink(missing_ok=True)
         log.info("%s: removed a temporary file left by an interrupted write", f)
     return gone
-
-
-def unwrap(model):
-    """The plain module under DDP and torch.compile wrappers (what a checkpoint stores)."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 def plain(value):
@@ -201,8 +233,9 @@ def convert_checkpoint(old: str | Path, new: str | Path) -> Path:
 def check_resume(ck: dict, cfg, path: Path, text_features=None, data_root: str | Path | None = None,
                  fingerprint: str | None = None) -> None:
     """Refuse to resume ``path`` when ``cfg`` (a TrainConfig) differs in a trajectory-defining field, when the
-    text features were made from other captions than the checkpoint's, or when the data differ (``data_root``
-    and its :func:`data_fingerprint`): one line naming each difference."""
+    text features were made from other captions than the checkpoint's, or when the data differ (their
+    :func:`data_fingerprint`; the folder's path only for a checkpoint that records no fingerprint): one line
+    naming each difference."""
     if "optimizer" not in ck or "rng" not in ck:
         raise CheckpointError(f"{path}: holds no optimizer/RNG state (a best.pt?): resume needs the run's last.pt")
     old = ck.get("config", {})
@@ -225,8 +258,13 @@ def _data_differences(ck: dict, data_root, fingerprint: str | None) -> dict:
         return {}
     recorded, given = ck.get("data_fingerprint"), fingerprint
     if recorded and given:
-        return {} if recorded == given else {"data_root": (ck.get("data_root"), str(data_root)),
-                                             "data fingerprint": (recorded, given)}
+        if recorded != given:
+            return {"data_root": (ck.get("data_root"), str(data_root)), "data fingerprint": (recorded, given)}
+        was = ck.get("data_root")
+        if was and resolve(was) != resolve(data_root):
+            log.info("the data folder moved: trained on %s, resuming on %s (the same content, fingerprint %s)",
+                     was, resolve(data_root), given)
+        return {}
     was = ck.get("data_root")
     if was and resolve(was) != resolve(data_root):
         return {"data_root": (was, str(data_root))}

@@ -10,7 +10,6 @@ This module imports no torch, so ``textscd --help`` starts quickly.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -86,8 +85,14 @@ class TrainConfig:
     stop_after: int | None = _opt(None, "stop after N epochs in this call (continue later with --resume)",
                                   "opt_pos_int")
     out_dir: str | None = _opt(None, "checkpoint folder", "opt_str", shown="results/<run>/checkpoints/<model>")
-    fast: bool = field(default_factory=lambda: os.environ.get("TEXTSCD_FAST", "0") == "1",
-                       metadata={"help": "TEXTSCD_FAST sizes (the tiny mini-SECOND)", "type": "bool", "cli": False})
+
+    @classmethod
+    def from_record(cls, record: dict, **changes) -> TrainConfig:
+        """The config a run recorded (a checkpoint's ``config``, ``effective.json``), with ``changes``. Keys this
+        version does not define are left out, so older records load: ``fast`` (the FAST switch, which the
+        trainer never read; the notebooks' pipeline takes it as an argument) and any other retired option."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**record, **changes}.items() if k in known})
 
     def checkpoint_dir(self) -> Path:
         if self.out_dir:

@@ -10,7 +10,7 @@
   (caption source, the substitutes for Gemini and CLIP) so that the trainer can say so in its run;
 - :func:`load_features_input` / :func:`record_inputs` — what the trainer reads and records of its inputs;
 - :func:`predict_to_folder` — a checkpoint + a data folder -> predicted maps in the SECOND layout (RGB), what
-  ``textscd evaluate`` reads.
+  ``textscd evaluate`` reads, in the precision the run validated with.
 
 ``textscd_lib.course.pipeline`` chains them for the notebooks.
 """
@@ -21,12 +21,14 @@ import logging
 import time
 from pathlib import Path
 
+from textscd_lib.common.device import pick_device
 from textscd_lib.common.outputs import guard_output_dir, guard_output_file, mark_output_dir
 from textscd_lib.common.paths import resolve
 from textscd_lib.common.runs import clear_substitute, record_substitute, record_substitute_line
 from textscd_lib.data.dataset import DecodedCache
 from textscd_lib.data.second import SecondFormatError, find_pairs, scan
 from textscd_lib.engine.checkpoints import load_model
+from textscd_lib.engine.config import PRECISIONS
 from textscd_lib.engine.export import export_predictions
 from textscd_lib.text.captions import caption_substitute
 from textscd_lib.text.encoder import TextEncoder, load_text_encoder
@@ -179,12 +181,21 @@ def record_inputs(run_path: Path, model: str, data_root: Path, text_features: Te
 # -------------------------------------------------------------------------------------------- predict
 def predict_to_folder(checkpoint: str | Path, data_root: str | Path, out: str | Path,
                       text_features: str | Path | TextFeatures | None = None, split: str = "val",
-                      device: str = "auto", batch_size: int = 8, force: bool = True) -> Path:
+                      device: str = "auto", batch_size: int = 8, force: bool = True,
+                      precision: str | None = None) -> Path:
     """A checkpoint's predicted maps for one split of a data folder, in the SECOND layout with RGB colours:
     ``out/{label1,label2}/NAME.png`` (``textscd predict``; ``textscd evaluate`` reads them). TextSCD needs the
     text features of that data's captions. ``out`` may not be, contain or lie in the data folder or the other
     inputs; an existing ``out`` must be a prediction folder (updated only with ``force``, which the notebooks'
-    pipeline relies on and the command line asks for as ``--force``)."""
+    pipeline relies on and the command line asks for as ``--force``).
+
+    ``precision`` (``auto``, ``bf16``, ``fp32``; None: the one the run was trained with, as its checkpoint
+    records it) is resolved on ``device`` as the trainer resolves it for validation, so the maps of a
+    checkpoint predicted on the device type it was trained on are the maps its validation scored. The device
+    and the precision are checked before anything is written."""
+    dev = pick_device(device)
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     root = resolve(data_root)
     tf_path = None if text_features is None or isinstance(text_features, TextFeatures) else resolve(text_features)
     out = guard_output_dir(resolve(out), "prediction folder", inputs=[root, resolve(checkpoint), tf_path],
@@ -210,8 +221,9 @@ def predict_to_folder(checkpoint: str | Path, data_root: str | Path, out: str | 
     else:
         tf = None
     data = DecodedCache(root, split)
+    precision = precision or model.checkpoint.get("config", {}).get("precision", "auto")
     mark_output_dir(out, "prediction folder", command="textscd predict", data=str(root), split=split)
-    return export_predictions(model, data, tf, out, device, batch_size)
+    return export_predictions(model, data, tf, out, dev, batch_size, precision)
 
 
 def default_run_name(prefix: str = "train") -> str:

@@ -29,6 +29,8 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from textscd_lib.common.device import pick_device
-from textscd_lib.common.io import atomic_torch_save, atomic_write_json
+from textscd_lib.common.io import atomic_write_json
 from textscd_lib.common.lock import run_lock
 from textscd_lib.common.runs import record_effective, run_dir
 from textscd_lib.data.dataset import NORMALIZATION
@@ -51,17 +53,23 @@ from textscd_lib.engine.checkpoints import (
     plain,
     restore_rng,
     rng_state,
-    unwrap,
+    save_checkpoint,
     write_history,
 )
 from textscd_lib.engine.config import TrainConfig
+from textscd_lib.engine.cudnn import cudnn_benchmark
 from textscd_lib.engine.evaluation import evaluate_source
 from textscd_lib.engine.inference import autocast_for, forward_batch, lookup_features
 from textscd_lib.engine.sharding import epoch_batches, rank_batch_size
 from textscd_lib.engine.stages import check_data_folder, load_features_input, record_inputs
 from textscd_lib.models.losses import total_loss
-from textscd_lib.models.textscd import KINDS, build_model
-from textscd_lib.text.features import check_features_data, check_text_features, record_text_check
+from textscd_lib.models.textscd import build_model
+from textscd_lib.text.features import (
+    TextFeatures,
+    check_features_data,
+    check_text_features,
+    record_text_check,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,7 @@ class TrainingDiverged(RuntimeError):
 # the training loop
 # ------------------------------------------------------------------------------------------------------
 PARTS = ("ce1", "ce2", "bce", "dice", "sim", "total")
+METRICS = ("OA", "mIoU", "SeK", "F_scd")
 
 
 def _init_distributed(cfg: TrainConfig) -> tuple[int, int, bool]:
@@ -137,179 +146,354 @@ def _writer_locks(cfg: TrainConfig):
         yield
 
 
-def _train(cfg: TrainConfig, rank: int, world: int) -> dict:  # noqa: C901 - one loop, read top to bottom
+def _train(cfg: TrainConfig, rank: int, world: int) -> dict:
+    """The recipe in the order it runs: set up the device and this rank, check and record the inputs, load the
+    data, build model and optimiser, resume, then per epoch train, validate and save; the result last."""
+    run = _setup(cfg, rank, world)
+    resume_ck = _resume_point(run)  # refused before anything of the run is recorded
+    _check_and_record_inputs(run)
+    with cudnn_benchmark(True) if run.device.type == "cuda" else contextlib.nullcontext():
+        data = _load_data(run)
+        net = _build(run)
+        state = _resume(run, resume_ck, net)
+        _wrap(run, net)
+        shard = [int(i) for b in _epoch_batches(run, data, state.epoch) for i in b]
+        t_start, epochs_done = time.perf_counter(), 0
+        for epoch in range(state.epoch, cfg.epochs):
+            if cfg.stop_after is not None and epochs_done >= cfg.stop_after:
+                break
+            row = train_one_epoch(run, net, data, state, epoch)
+            improved = validate(run, net, data, state, row, epoch)
+            epochs_done += 1
+            if run.writer:
+                save(run, net, state, improved)
+        return _finish(run, net, state, data, shard, time.perf_counter() - t_start, epochs_done)
 
-    if cfg.model not in KINDS:
-        raise ValueError(f"unknown model {cfg.model!r}; expected one of {', '.join(KINDS)}")
+
+# ------------------------------------------------------------------------------------------------------
+# the steps
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What every step of one training shares: the checked inputs, the device, this process's rank and where
+    it writes (``writer``: rank 0)."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    per_rank: int  # pairs per step on this rank: --batch-size is the global batch, shared by the ranks
+    precision: str
+    channels_last: bool
+    sync_every: int
+    data_root: Path
+    text_features: TextFeatures | None
+    fingerprint: str  # of the data folder, recorded in the checkpoints: a resume on other data is refused
+    run_path: Path
+    out: Path
+
+    @property
+    def writer(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+
+@dataclass
+class _Data:
+    """The train and val splits as batch sources on the device, with their text features (None: Baseline)."""
+
+    train: BatchSource
+    val: BatchSource
+    feats_train: tuple | None
+    feats_val: tuple | None
+    resident: bool
+
+
+@dataclass
+class _Net:
+    """The model (plain, as checkpoints store it), what runs it (DDP/compiled wrapper), optimiser, the
+    augmentation generator and what the run records of the model."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    aug_gen: torch.Generator
+    text_dim: int
+    substitutes: list[str]
+    run_model: torch.nn.Module | None = None
+    autocast: object = None
+
+
+@dataclass
+class _State:
+    """What carries from epoch to epoch (and through a resume): the epoch to start at, the step counter, the
+    history, the best validation scores and the last ones."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    scores: dict | None = None
+
+
+def _setup(cfg: TrainConfig, rank: int, world: int) -> _Run:
+    """Check the config and the given inputs (refused naming the command that makes a missing one), pick the
+    device (this rank's GPU under torchrun) and settle precision, memory format and host syncs for it."""
     cfg.check()
-    data_root = check_data_folder(cfg.data_root)             # given inputs: refused with the command that
-    text_features = load_features_input(cfg)                  # makes them when missing
+    data_root = check_data_folder(cfg.data_root)
+    text_features = load_features_input(cfg)
     device = pick_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
-    per_rank = rank_batch_size(cfg.batch_size, world)  # --batch-size is the global batch, shared by the ranks
+    per_rank = rank_batch_size(cfg.batch_size, world)
     if cfg.compile and device.type != "cuda":
         raise ValueError(f"compile: torch.compile is used on CUDA only; device {device} (drop --compile)")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # static shapes: cuDNN times its algorithms once and keeps the fastest
     precision = ("bf16" if device.type == "cuda" else "fp32") if cfg.precision == "auto" else cfg.precision
     channels_last = device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
-    sync_every = cfg.sync_every or (1 if device.type == "cpu" else 50)
-    run_path = run_dir(cfg.run, cfg.results_root)
-    out = cfg.checkpoint_dir()
-    writer = rank == 0
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    fingerprint = data_fingerprint(data_root)  # recorded in the checkpoints; a resume on other data is refused
-    resume_ck = None
-    if cfg.resume and last_path.is_file():  # refused before anything of the run is recorded
-        resume_ck = load_checkpoint(last_path, device)
-        check_resume(resume_ck, cfg, last_path, text_features, data_root, fingerprint)
-    if text_features is not None:  # text reaches the model or the run stops (text/features.py)
-        names = [p.name for split in ("train", "val") for p in find_pairs(data_root, split)]
-        empty_source = cfg.captions == "empty" or text_features.provenance.get("source") == "empty"
-        check = check_text_features(text_features, names, allow_empty=cfg.allow_empty_text or empty_source,
-                                    split="train and val")
-        check_features_data(text_features, data_root)  # features of another dataset with the same names: refused
-        if writer:
-            record_text_check(run_path, f"text_{out.name}", [check])
-    if writer:  # what this training really used (after FAST), next to the parameters as given (run.json)
-        record_effective(run_path, f"train_{out.name}", {
-            k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "size", "max_steps_per_epoch", "seed",
-                                         "captions", "text_encoder", "allow_empty_text", "fast")})
+    return _Run(cfg=cfg, rank=rank, world=world, device=device, per_rank=per_rank, precision=precision,
+                channels_last=channels_last, sync_every=cfg.sync_every or (1 if device.type == "cpu" else 50),
+                data_root=data_root, text_features=text_features, fingerprint=data_fingerprint(data_root),
+                run_path=run_dir(cfg.run, cfg.results_root), out=cfg.checkpoint_dir())
 
-    with _rank0_first(rank, world):  # rank 0 decodes the dataset cache once, the others then read it
-        train_names, train_images, train_labels = load_split(data_root, "train", cfg.size)
-        val_names, val_images, val_labels = load_split(data_root, "val", cfg.size)
+
+def _resume_point(run: _Run) -> dict | None:
+    """The run's ``last.pt`` when ``resume`` is asked and it exists, checked against this call's settings and
+    data (:func:`check_resume`); None otherwise."""
+    if not (run.cfg.resume and run.last_path.is_file()):
+        return None
+    ck = load_checkpoint(run.last_path, run.device)
+    check_resume(ck, run.cfg, run.last_path, run.text_features, run.data_root, run.fingerprint)
+    return ck
+
+
+def _check_and_record_inputs(run: _Run) -> None:
+    """Text reaches the model or the run stops (text/features.py): features of every train and val pair, of
+    this data folder; then record the check and the values this training really uses in the run."""
+    cfg, tf = run.cfg, run.text_features
+    if tf is not None:
+        names = [p.name for split in ("train", "val") for p in find_pairs(run.data_root, split)]
+        empty_source = cfg.captions == "empty" or tf.provenance.get("source") == "empty"
+        check = check_text_features(tf, names, allow_empty=cfg.allow_empty_text or empty_source,
+                                    split="train and val")
+        check_features_data(tf, run.data_root)  # features of another dataset with the same names: refused
+        if run.writer:
+            record_text_check(run.run_path, f"text_{run.out.name}", [check])
+    if run.writer:  # next to the parameters as given (run.json)
+        record_effective(run.run_path, f"train_{run.out.name}", {
+            k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "size", "max_steps_per_epoch", "seed",
+                                         "captions", "text_encoder", "allow_empty_text")})
+
+
+def _load_data(run: _Run) -> _Data:
+    """Both splits decoded (rank 0 first: it writes the shared cache), as uint8 batch sources, on the device
+    when they fit (``device_resident``), and their text features looked up once."""
+    cfg, device = run.cfg, run.device
+    with _rank0_first(run.rank, run.world):
+        train_names, train_images, train_labels = load_split(run.data_root, "train", cfg.size)
+        val_names, val_images, val_labels = load_split(run.data_root, "val", cfg.size)
     nbytes = sum(a.nbytes for a in (train_images, train_labels, val_images, val_labels))
     resident = BatchSource.fits_on(device, nbytes) if cfg.device_resident == "auto" else bool(cfg.device_resident)
     norm = Normalizer.create(NORMALIZATION[cfg.normalization], device)
-    train_src = BatchSource(train_images, train_labels, device, norm, resident, cfg.workers, channels_last)
-    val_src = BatchSource(val_images, val_labels, device, norm, resident, cfg.workers, channels_last)
-    feats_train = lookup_features(text_features, train_names, device)
-    feats_val = lookup_features(text_features, val_names, device)
+    return _Data(
+        train=BatchSource(train_images, train_labels, device, norm, resident, cfg.workers, run.channels_last),
+        val=BatchSource(val_images, val_labels, device, norm, resident, cfg.workers, run.channels_last),
+        feats_train=lookup_features(run.text_features, train_names, device),
+        feats_val=lookup_features(run.text_features, val_names, device), resident=resident)
 
-    _seed_everything(cfg.seed)  # identical initial weights on every rank
-    text_dim = text_features.dim if text_features is not None else 512
+
+def _build(run: _Run) -> _Net:
+    """The model from the seed (identical initial weights on every rank), recorded in the run with the
+    substitutes of its inputs, and its SGD optimiser (paper §4.1)."""
+    cfg = run.cfg
+    _seed_everything(cfg.seed)
+    text_dim = run.text_features.dim if run.text_features is not None else 512
     model = build_model(cfg.model, text_dim=text_dim, weights=cfg.image_weights, width=cfg.width,
-                        tail=cfg.tail).to(device)
-    if channels_last:
+                        tail=cfg.tail).to(run.device)
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    text_subs = record_inputs(run_path, cfg.model, data_root, text_features, model.substitutes, writer)
-    subs = [*model.substitutes, *text_subs]
+    text_subs = record_inputs(run.run_path, cfg.model, run.data_root, run.text_features, model.substitutes,
+                              run.writer)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
-    aug_gen = torch.Generator(device="cpu")
-    start_epoch, step, history, best = 0, 0, [], None
-    if resume_ck is not None:
-        ck, resume_ck = resume_ck, None
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start_epoch, step, history, best = ck["epoch"], ck["step"], ck["history"], ck["best"]
-        restore_rng(ck["rng"], aug_gen)
-        log.info("resuming %s from %s (epoch %d, step %d)", cfg.model, last_path, start_epoch, step)
-    elif cfg.resume:
-        log.warning("resume asked but %s does not exist: starting from scratch", last_path)
-    run_model = model
-    if world > 1:
+    return _Net(model=model, opt=opt, aug_gen=torch.Generator(device="cpu"), text_dim=text_dim,
+                substitutes=[*model.substitutes, *text_subs])
+
+
+def _resume(run: _Run, ck: dict | None, net: _Net) -> _State:
+    """A fresh state, or the one ``last.pt`` saved: weights, optimiser, epoch, step, history, best and the
+    generators training draws from (so a resumed run continues bit-identically)."""
+    if ck is None:
+        if run.cfg.resume:
+            log.warning("resume asked but %s does not exist: starting from scratch", run.last_path)
+        return _State()
+    net.model.load_state_dict(ck["model"])
+    net.opt.load_state_dict(ck["optimizer"])
+    restore_rng(ck["rng"], net.aug_gen)
+    log.info("resuming %s from %s (epoch %d, step %d)", run.cfg.model, run.last_path, ck["epoch"], ck["step"])
+    return _State(epoch=ck["epoch"], step=ck["step"], history=ck["history"], best=ck["best"])
+
+
+def _wrap(run: _Run, net: _Net) -> None:
+    """What runs the model: DDP over the ranks, then torch.compile when asked; and the autocast of the run's
+    precision."""
+    run_model = net.model
+    if run.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        run_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
+        run_model = DDP(net.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    if run.cfg.compile:
         run_model = torch.compile(run_model)
-    autocast = autocast_for(device, precision)
+    net.run_model, net.autocast = run_model, autocast_for(run.device, run.precision)
 
-    def batches_of(epoch: int) -> list[np.ndarray]:
-        return epoch_batches(train_src.n, per_rank, epoch, cfg.seed, True, rank, world,
-                             cfg.max_steps_per_epoch)
 
-    steps_per_epoch = len(batches_of(0))
+def _epoch_batches(run: _Run, data: _Data, epoch: int) -> list[np.ndarray]:
+    """This rank's index batches of ``epoch`` (one permutation per seed and epoch; engine/sharding.py)."""
+    return epoch_batches(data.train.n, run.per_rank, epoch, run.cfg.seed, True, run.rank, run.world,
+                         run.cfg.max_steps_per_epoch)
+
+
+def train_one_epoch(run: _Run, net: _Net, data: _Data, state: _State, epoch: int) -> dict:
+    """One epoch of SGD steps under the poly decay; returns the epoch's history row (losses averaged over the
+    steps and ranks, throughput). The losses stay on the device and the host reads them (and checks for a
+    non-finite one, :class:`TrainingDiverged`) once per ``sync_every`` steps."""
+    cfg = run.cfg
+    net.run_model.train()
+    net.aug_gen.manual_seed(cfg.seed * 1_000_003 + epoch * 1009)  # the same draws on every rank: each keeps its own
+    batches = _epoch_batches(run, data, epoch)
+    steps_per_epoch = len(_epoch_batches(run, data, 0))
     total_steps = steps_per_epoch * cfg.epochs
-    shard = [int(i) for b in batches_of(start_epoch) for i in b]
-    t_start, epochs_done, scores = time.perf_counter(), 0, None
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.stop_after is not None and epochs_done >= cfg.stop_after:
-            break
-        run_model.train()
-        aug_gen.manual_seed(cfg.seed * 1_000_003 + epoch * 1009)  # the same draws on every rank: each keeps its own
-        batches = batches_of(epoch)
-        sums = torch.zeros(len(PARTS), dtype=torch.float64, device=device)
-        step_t = torch.full((), step, dtype=torch.long, device=device)
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        bar = tqdm(total=len(batches), desc=f"{cfg.model} {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not writer or os.environ.get("TQDM_DISABLE", "0") not in ("", "0"), leave=False)
-        t0 = time.perf_counter()
-        lr = cfg.lr
-        for k, batch in enumerate(train_src.batches(batches, aug_gen, rank, world)):
-            lr = poly_lr(cfg.lr, step, total_steps, cfg.poly_power)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            out_ = forward_batch(run_model, batch, feats_train, autocast)
-            loss, parts = total_loss(out_, batch, as_float=False)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums += torch.stack([parts[p] for p in PARTS]).double()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step_t, first_bad)
-            step_t += 1
-            step += 1
-            bar.update(1)
-            if step % sync_every == 0 or k == len(batches) - 1:
-                if world > 1:
-                    dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
-                bad = int(first_bad)  # the one host sync per sync_every steps
-                if bad >= 0:
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"{cfg.model}: non-finite loss at step {bad + 1} (epoch {epoch + 1}, "
-                        f"step {bad - epoch * steps_per_epoch + 1} of {steps_per_epoch}, lr {lr:.3g}); "
-                        f"lower the learning rate (now {cfg.lr}) or check the data")
-                bar.set_postfix(loss=f"{float(sums[-1]) / (k + 1):.4f}", lr=f"{lr:.3g}",
-                                pairs_s=f"{(k + 1) * per_rank * world / (time.perf_counter() - t0):.1f}")
+    sums = torch.zeros(len(PARTS), dtype=torch.float64, device=run.device)
+    step_t = torch.full((), state.step, dtype=torch.long, device=run.device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=run.device)
+    bar = _progress(run, len(batches), epoch)
+    t0, lr = time.perf_counter(), cfg.lr
+    for k, batch in enumerate(data.train.batches(batches, net.aug_gen, run.rank, run.world)):
+        lr = poly_lr(cfg.lr, state.step, total_steps, cfg.poly_power)
+        loss, parts = _sgd_step(net, batch, data.feats_train, lr)
+        sums += parts
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step_t, first_bad)
+        step_t += 1
+        state.step += 1
+        bar.update(1)
+        if state.step % run.sync_every == 0 or k == len(batches) - 1:
+            _stop_if_diverged(run, first_bad, epoch, steps_per_epoch, lr, bar)
+            bar.set_postfix(loss=f"{float(sums[-1]) / (k + 1):.4f}", lr=f"{lr:.3g}",
+                            pairs_s=f"{(k + 1) * run.per_rank * run.world / (time.perf_counter() - t0):.1f}")
+    bar.close()
+    if run.world > 1:
+        dist.all_reduce(sums)
+    train_s = time.perf_counter() - t0
+    n_steps = max(len(batches), 1) * run.world
+    return {"epoch": epoch + 1, "step": state.step, "lr": lr,
+            **{f"train_{p}": float(sums[i]) / n_steps for i, p in enumerate(PARTS)},
+            "train_seconds": round(train_s, 3),
+            "pairs_per_s": round(len(batches) * run.per_rank * run.world / max(train_s, 1e-9), 2)}
+
+
+def _progress(run: _Run, steps: int, epoch: int) -> tqdm:
+    """The epoch's progress bar, on rank 0 only and not under ``TQDM_DISABLE``."""
+    off = not run.writer or os.environ.get("TQDM_DISABLE", "0") not in ("", "0")
+    return tqdm(total=steps, desc=f"{run.cfg.model} {epoch + 1}/{run.cfg.epochs}", unit="step", disable=off,
+                leave=False)
+
+
+def _sgd_step(net: _Net, batch: dict, feats, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step at learning rate ``lr``; returns the loss and its parts (:data:`PARTS`) on the device,
+    without a host sync."""
+    for g in net.opt.param_groups:
+        g["lr"] = lr
+    out = forward_batch(net.run_model, batch, feats, net.autocast)
+    loss, parts = total_loss(out, batch, as_float=False)
+    net.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    net.opt.step()
+    return loss.detach(), torch.stack([parts[p] for p in PARTS]).double()
+
+
+def _stop_if_diverged(run: _Run, first_bad: torch.Tensor, epoch: int, steps_per_epoch: int, lr: float,
+                      bar: tqdm) -> None:
+    """Raise :class:`TrainingDiverged` naming the first step (on any rank) whose loss was not finite."""
+    if run.world > 1:
+        dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+    bad = int(first_bad)  # the one host sync per sync_every steps
+    if bad >= 0:
         bar.close()
-        if world > 1:
-            dist.all_reduce(sums)
-        train_s = time.perf_counter() - t0
-        n_steps = max(len(batches), 1) * world
-        row = {"epoch": epoch + 1, "step": step, "lr": lr,
-               **{f"train_{p}": float(sums[i]) / n_steps for i, p in enumerate(PARTS)},
-               "train_seconds": round(train_s, 3),
-               "pairs_per_s": round(len(batches) * per_rank * world / max(train_s, 1e-9), 2)}
-        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
-            t1 = time.perf_counter()
-            scores = evaluate_source(unwrap(run_model), val_src, feats_val, per_rank, precision, rank, world)
-            row.update({f"val_{m}": scores[m] for m in ("OA", "mIoU", "SeK", "F_scd")})
-            row["val_seconds"] = round(time.perf_counter() - t1, 3)
-        history.append(row)
-        epochs_done += 1
-        improved = scores is not None and "val_F_scd" in row and math.isfinite(row["val_F_scd"]) and (
-            best is None or row["val_F_scd"] > best["F_scd"])
-        if improved:
-            best = {"epoch": epoch + 1, **{m: scores[m] for m in ("OA", "mIoU", "SeK", "F_scd")}}
-        if writer:
-            ck = make_checkpoint(unwrap(run_model), cfg, epoch + 1, step, text_dim, best, scores, subs, data_root,
-                                 text_features, fingerprint)
-            if improved:
-                atomic_torch_save(best_path, ck)  # portable: weights + config, no optimizer state
-            atomic_torch_save(last_path, {**ck, "optimizer": opt.state_dict(), "history": plain(history),
-                                          "rng": rng_state(aug_gen)})
-            write_history(history, out)
-    seconds = time.perf_counter() - t_start
-    if writer and history and not best_path.exists() and last_path.exists():
-        log.warning("%s: no finite val F_scd in any epoch; best.pt = the last epoch's weights", cfg.model)
-        last = load_checkpoint(last_path)
-        atomic_torch_save(best_path, {k: v for k, v in last.items() if k not in ("optimizer", "history", "rng")})
+        raise TrainingDiverged(
+            f"{run.cfg.model}: non-finite loss at step {bad + 1} (epoch {epoch + 1}, "
+            f"step {bad - epoch * steps_per_epoch + 1} of {steps_per_epoch}, lr {lr:.3g}); "
+            f"lower the learning rate (now {run.cfg.lr}) or check the data")
+
+
+def validate(run: _Run, net: _Net, data: _Data, state: _State, row: dict, epoch: int) -> bool:
+    """Score the model on val when due (every ``val_every`` epochs, and the last), add the epoch's ``row`` to
+    the history; True when val F_scd beat the best so far (``state.best`` then holds these scores).
+
+    The scores are those of the weights rank 0 saves: under DDP each rank's BatchNorm has running statistics of
+    its own shard, so every rank first takes rank 0's buffers (the next training step broadcasts them anyway)."""
+    cfg = run.cfg
+    if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+        _take_rank0_buffers(net.model, run.world)
+        t1 = time.perf_counter()
+        state.scores = evaluate_source(net.model, data.val, data.feats_val, run.per_rank, run.precision, run.rank,
+                                       run.world)
+        row.update({f"val_{m}": state.scores[m] for m in METRICS})
+        row["val_seconds"] = round(time.perf_counter() - t1, 3)
+    state.history.append(row)
+    improved = state.scores is not None and "val_F_scd" in row and math.isfinite(row["val_F_scd"]) and (
+        state.best is None or row["val_F_scd"] > state.best["F_scd"])
+    if improved:
+        state.best = {"epoch": epoch + 1, **{m: state.scores[m] for m in METRICS}}
+    return improved
+
+
+def _take_rank0_buffers(model: torch.nn.Module, world: int) -> None:
+    """Every rank's buffers (BatchNorm running statistics) made rank 0's."""
     if world > 1:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
+def save(run: _Run, net: _Net, state: _State, improved: bool) -> None:
+    """Rank 0 writes the epoch: ``best.pt`` when it improved (portable: weights and config, no optimiser),
+    ``last.pt`` (plus optimiser, history and generators: an exact resume point) and the logs, each atomically;
+    a write that fails leaves the previous file as it was (:func:`save_checkpoint`)."""
+    ck = make_checkpoint(net.model, run.cfg, state.history[-1]["epoch"], state.step, net.text_dim, state.best,
+                         state.scores, net.substitutes, run.data_root, run.text_features, run.fingerprint)
+    if improved:
+        save_checkpoint(run.best_path, ck)
+    save_checkpoint(run.last_path, {**ck, "optimizer": net.opt.state_dict(), "history": plain(state.history),
+                                    "rng": rng_state(net.aug_gen)})
+    write_history(state.history, run.out)
+
+
+def _finish(run: _Run, net: _Net, state: _State, data: _Data, shard: list[int], seconds: float,
+            epochs_done: int) -> dict:
+    """The result (and, once the run has finished, ``metrics/train_<model>.json``); a run whose val F_scd was
+    never finite gets the last epoch's weights as ``best.pt``."""
+    cfg, writer = run.cfg, run.writer
+    if writer and state.history and not run.best_path.exists() and run.last_path.exists():
+        log.warning("%s: no finite val F_scd in any epoch; best.pt = the last epoch's weights", cfg.model)
+        last = load_checkpoint(run.last_path)
+        save_checkpoint(run.best_path, {k: v for k, v in last.items() if k not in ("optimizer", "history", "rng")})
+    if run.world > 1:
         dist.barrier()
-    result = {"model": cfg.model, "history": history, "best": best, "last": scores, "device": str(device),
-              "precision": precision, "channels_last": channels_last, "resident": resident,
-              "world": world, "rank": rank, "steps": step, "seconds": seconds, "epochs_run": epochs_done,
-              "substitutes": subs,
-              "shard": shard, "data_root": str(data_root), "text_features": cfg.text_features,
-              "paths": {"best": str(best_path), "last": str(last_path), "log_csv": str(out / "log.csv"),
+    out = run.out
+    result = {"model": cfg.model, "history": state.history, "best": state.best, "last": state.scores,
+              "device": str(run.device), "precision": run.precision, "channels_last": run.channels_last,
+              "resident": data.resident, "world": run.world, "rank": run.rank, "steps": state.step,
+              "seconds": seconds, "epochs_run": epochs_done, "substitutes": net.substitutes,
+              "shard": shard, "data_root": str(run.data_root), "text_features": cfg.text_features,
+              "paths": {"best": str(run.best_path), "last": str(run.last_path), "log_csv": str(out / "log.csv"),
                         "log_json": str(out / "log.json")}}
-    finished = bool(history) and history[-1]["epoch"] == cfg.epochs
+    finished = bool(state.history) and state.history[-1]["epoch"] == cfg.epochs
     if writer and finished:
-        atomic_write_json(run_path / "metrics" / f"train_{cfg.model}.json",
+        atomic_write_json(run.run_path / "metrics" / f"train_{cfg.model}.json",
                           {k: v for k, v in result.items() if k != "shard"})
     return result
