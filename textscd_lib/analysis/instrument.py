@@ -142,18 +142,13 @@ def analyse_folders(pred: str | Path, gt: str | Path, compare: str | Path | None
     if rank_by == "difference" and compare is None:
         raise ValueError("--rank-by difference needs a second method (--compare DIR)")
     methods = [names[0]] + ([names[1]] if compare is not None else [])
-    lays = tuple(layout) if isinstance(layout, (tuple, list)) else (layout, layout)
-    m = [match_predictions(p, gt, split, strict=strict, layout=lay)
-         for p, lay in zip([pred] + ([compare] if compare else []), lays)]
+    m, facts, read = _match(pred, compare, gt, split, strict, layout, methods)
     binary = (m[0]["binary"], len(m) > 1 and m[1]["binary"])
     if rank_by == "sek" and binary[0]:
         raise ValueError(f"--rank-by sek: {pred} is a binary change folder (no classes, SeK not applicable); "
                          "rank by false-alarm-area, isolated-false-alarms, miss-area or difference")
-    facts = []
-    for meth, mm, folder in zip(methods, m, (pred, compare)):
-        dirs = list(dict.fromkeys(mm["pred_dirs"]))          # a binary folder is one folder for both dates
-        facts.append(f"{meth}: {', '.join(_shown(d, folder) for d in dirs)} — {mm['layout']}")
-        log(f"{meth}: read {' and '.join(map(str, dirs))} ({mm['layout']})")
+    for line in read:
+        log(line)
     caps = load_captions(captions) if captions else None
     gt_dir = Path(next(iter(m[0]["gt"].values()))[0]).parent.parent
     scene_log = find_scene_log(gt_dir)
@@ -183,6 +178,20 @@ def analyse_folders(pred: str | Path, gt: str | Path, compare: str | Path | None
                                   [meth for meth, b in zip(methods, binary) if b]))
     return Analysis(methods, tiles, comps, scores, ranking, rank_by, gallery, page, facts, costs["attribution"],
                     costs["tolerance"], costs["slices"], costs["extra"])
+
+
+def _match(pred, compare, gt, split, strict: bool, layout, methods: list[str]) -> tuple[list, list, list]:
+    """`textscd_lib.metrics.match_predictions` of ``pred`` (and ``compare``) in ``layout`` (one for both, or a
+    pair), the report's lines saying what was read and the same with full paths (for the log)."""
+    lays = tuple(layout) if isinstance(layout, (tuple, list)) else (layout, layout)
+    m = [match_predictions(p, gt, split, strict=strict, layout=lay)
+         for p, lay in zip([pred] + ([compare] if compare else []), lays)]
+    facts, read = [], []
+    for meth, mm, folder in zip(methods, m, (pred, compare)):
+        dirs = list(dict.fromkeys(mm["pred_dirs"]))          # a binary folder is one folder for both dates
+        facts.append(f"{meth}: {', '.join(_shown(d, folder) for d in dirs)} — {mm['layout']}")
+        read.append(f"{meth}: read {' and '.join(map(str, dirs))} ({mm['layout']})")
+    return m, facts, read
 
 
 def _shown(path: Path, given: str | Path | None) -> str:
