@@ -146,3 +146,10 @@ def test_a_forced_layout_is_the_one_the_analysis_reads(folders):
     forced = analyse_folders(both, folders / "gt", layout="im1", log=lambda s: None)
     assert auto.tiles["A"].loc["t0", "miss"] == 64
     assert forced.tiles["A"].loc["t0", "miss"] == 0 and forced.tiles["A"].loc["t0", "right change, wrong class"] == 4
+
+
+def test_loading_class_maps_from_a_binary_folder_is_one_line(folders):
+    from textscd_lib.analysis.instrument import load_maps
+
+    with pytest.raises(ValueError, match="a binary change folder has no class maps"):
+        load_maps(folders / "bin", folders / "gt")

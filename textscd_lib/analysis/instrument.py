@@ -449,7 +449,11 @@ def export_maps(preds: dict, out: str | Path) -> Path:
 
 def load_maps(pred: str | Path, gt: str | Path, split: str | None = None) -> tuple[str, dict, dict]:
     """``(layout, {name: (pred1, pred2)}, {name: (label1, label2)})`` of a prediction folder in any layout of
-    `textscd_lib.metrics.PRED_LAYOUTS`, checked against the truth first (chapter 06)."""
+    `textscd_lib.metrics.PRED_LAYOUTS`, checked against the truth first (chapter 06). A binary change folder
+    has no class maps to load: one line says so (:func:`analyse_folders` reads it)."""
     m = match_predictions(pred, gt, split)
+    if m["binary"]:
+        raise ValueError(f"{pred}: a binary change folder has no class maps to load (analyse_folders and "
+                         "textscd errors read it as change masks)")
     preds = {n: tuple(read_label(q) for q in m["pred"][n]) for n in m["names"]}
     return m["layout"], preds, {n: read_truth(*m["gt"][n]) for n in m["names"]}
