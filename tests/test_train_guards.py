@@ -170,3 +170,77 @@ def test_val_fraction_outside_0_1_is_refused_in_one_line(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(out), "--pairs", "4", "--size", "32", "--val-fraction", "1.5"]) == 2
     assert "--val-fraction 1.5" in one_error_line(capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_naming_it_and_keeps_the_previous_one(
+        tmp_path, data, capsys, monkeypatch):
+    assert main(cli(tmp_path, data, "--epochs", "2", "--stop-after", "1")) == 0
+    ckpts = tmp_path / "c" / "checkpoints" / "baseline"
+    before = (ckpts / "last.pt").read_bytes()
+
+    def full_disk(obj, f, *args, **kwargs):  # torch's stream writer when the disk fills up mid-file
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    capsys.readouterr()
+    assert main(cli(tmp_path, data, "--epochs", "2", "--resume")) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "disk full / cannot write" in line and (str(ckpts / "best.pt") in line or str(ckpts / "last.pt") in line)
+    assert (ckpts / "last.pt").read_bytes() == before  # the previous checkpoint, intact
+    assert not list(ckpts.glob(".*.tmp"))
+
+
+def test_resume_accepts_the_same_data_in_a_moved_run_and_data_folder_and_says_so(tmp_path, data, caplog):
+    import shutil
+
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    shutil.copytree(data, first / "data")
+    train(tiny(first, first / "data", stop_after=1))
+    full = train(tiny(tmp_path / "whole", data))
+    shutil.move(first, moved)  # the run folder and the data folder, elsewhere
+    with caplog.at_level(logging.INFO, logger="textscd_lib.engine.checkpoints"):
+        resumed = train(tiny(moved, moved / "data", resume=True))
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2] and resumed["epochs_run"] == 1
+    assert resumed["history"][-1]["train_total"] == full["history"][-1]["train_total"]
+    said = [r.getMessage() for r in caplog.records if "data folder moved" in r.getMessage()]
+    assert len(said) == 1 and str(first / "data") in said[0] and str(moved / "data") in said[0]
+
+
+def test_resume_still_refuses_other_data_at_the_recorded_path(tmp_path, data, other_data):
+    import shutil
+
+    here = tmp_path / "data"
+    shutil.copytree(data, here)
+    train(tiny(tmp_path, here, stop_after=1))
+    shutil.rmtree(here)
+    shutil.copytree(other_data, here)  # the same path, other content
+    with pytest.raises(ValueError, match="cannot resume.*data fingerprint"):
+        train(tiny(tmp_path, here, resume=True))
+
+
+def test_records_of_runs_that_still_hold_the_retired_fast_switch_load_and_resume(tmp_path, data):
+    from textscd_lib.engine.checkpoints import load_checkpoint, load_model
+
+    train(tiny(tmp_path, data, stop_after=1))
+    last = tmp_path / "r" / "checkpoints" / "baseline" / "last.pt"
+    ck = load_checkpoint(last)
+    ck["config"]["fast"] = True  # what a checkpoint written before the switch was retired holds
+    torch.save(ck, last)
+    cfg = TrainConfig.from_record(ck["config"], resume=True)
+    assert not hasattr(cfg, "fast") and cfg.epochs == 2 and cfg.data_root == str(data)
+    assert load_model(last).checkpoint["config"]["fast"] is True
+    assert train(cfg)["history"][-1]["epoch"] == 2
+
+
+def test_predict_on_a_device_that_does_not_exist_writes_nothing(tmp_path, data, capsys):
+    assert main(cli(tmp_path, data)) == 0
+    best = tmp_path / "c" / "checkpoints" / "baseline" / "best.pt"
+    out = tmp_path / "pred"
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(best), "--data", str(data), "--out", str(out), "--device",
+                 "bogus"]) == 2
+    assert "device 'bogus'" in one_error_line(capsys.readouterr().err)
+    assert not out.exists()
