@@ -124,3 +124,24 @@ def test_command_line_chain_caption_features_train_predict_evaluate(tmp_path, ca
     assert read_substitutes(tmp_path / "chain")["captions"]["used"].startswith("oracle captions")
     cfg = torch.load(best, weights_only=True)["config"]
     assert cfg["captions"] == "oracle" and cfg["text_encoder"] == "minilm"  # from the features file
+
+
+
+def test_predict_uses_the_precision_the_run_validated_with(tmp_path, monkeypatch):
+    """A run validated in bf16: predict runs the model in bf16 too (by default the run's precision, as its
+    checkpoint records it), so predict + evaluate give the validation scores; ``precision`` overrides it."""
+    import textscd_lib.engine.inference as inference
+
+    res = train_pipeline(tiny(tmp_path, "bf", precision="bf16"), export=False, fast=True)
+    assert res["precision"] == "bf16"
+    used = []
+    real = inference.autocast_for
+    monkeypatch.setattr(inference, "autocast_for", lambda device, precision: used.append(precision)
+                        or real(device, precision))
+    out = predict_to_folder(res["paths"]["best"], res["data_root"], tmp_path / "pred", device="cpu")
+    assert used == ["bf16"]
+    scored = score_folders(out, res["data_root"], split="val")
+    for m in ("OA", "mIoU"):
+        assert scored[m] == pytest.approx(res["last"][m], abs=1e-12), m
+    predict_to_folder(res["paths"]["best"], res["data_root"], tmp_path / "pred32", device="cpu", precision="fp32")
+    assert used == ["bf16", "fp32"]

@@ -152,10 +152,41 @@ def test_the_run_s_seed_draws_the_offline_captions_the_trainer_reads(tmp_path):
     (it used seed 0 whatever the run's seed, rewriting the store under the chapters' feet)."""
     from textscd_lib.text.captions import CaptionStore, ensure_captions
 
-    res = train_pipeline(tiny(tmp_path, "sd", model="textscd", epochs=1, captions="noisy-0.3", seed=3), export=False, fast=True)
+    res = train_pipeline(tiny(tmp_path, "sd", model="textscd", epochs=1, captions="noisy-0.3", seed=3), export=False,
+                         fast=True)
     path = tmp_path / "sd" / "captions" / "noisy-0.3.jsonl"
     trained_with = CaptionStore(path).latest()
     assert {r["params"]["seed"] for r in trained_with.values()} == {3}
     before = path.read_bytes()
     ensure_captions(res["data_root"], "noisy-0.3", tmp_path / "sd", seed=3)  # what chapters 06 and 07 call
     assert path.read_bytes() == before  # the same draw: not rewritten
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_cudnn_autotuning_is_on_for_a_cuda_run_only_and_put_back_afterwards(tmp_path, monkeypatch, device):
+    """``torch.backends.cudnn.benchmark`` is process-wide: the trainer sets it for the length of the run (on for
+    CUDA, whose static shapes it autotunes; off otherwise) and gives the caller's value back, also when the run
+    stops with an error."""
+    import textscd_lib.engine.trainer as T
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    real, seen = T.total_loss, []
+
+    def watching(out, batch, as_float=True):
+        seen.append(torch.backends.cudnn.benchmark)
+        return real(out, batch, as_float=as_float)
+
+    monkeypatch.setattr(T, "total_loss", watching)
+    callers = not (device == "cuda")  # a value the run must change, then put back
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", callers)
+    train(tiny(tmp_path, "cudnn", epochs=1, device=device, precision="fp32"))
+    assert seen and set(seen) == {device == "cuda"}
+    assert torch.backends.cudnn.benchmark is callers
+    def failing(out, batch, as_float=True):
+        raise TrainingDiverged("stopped inside the run")
+
+    monkeypatch.setattr(T, "total_loss", failing)
+    with pytest.raises(TrainingDiverged):
+        train(tiny(tmp_path, "cudnn-fails", epochs=1, device=device, precision="fp32"))
+    assert torch.backends.cudnn.benchmark is callers

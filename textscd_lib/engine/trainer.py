@@ -152,7 +152,7 @@ def _train(cfg: TrainConfig, rank: int, world: int) -> dict:
     run = _setup(cfg, rank, world)
     resume_ck = _resume_point(run)  # refused before anything of the run is recorded
     _check_and_record_inputs(run)
-    with cudnn_benchmark(True) if run.device.type == "cuda" else contextlib.nullcontext():
+    with cudnn_benchmark(run.device.type == "cuda"):  # static shapes: autotuned once; put back afterwards
         data = _load_data(run)
         net = _build(run)
         state = _resume(run, resume_ck, net)
