@@ -8,8 +8,13 @@ On CUDA the fast path is on by default: bf16 autocast, channels_last, text featu
 (no text-encoder forward per step), the uint8 dataset resident on the GPU with augmentation there
 (``textscd_lib.engine.batches``), the loss summed on the device and read back once per ``sync_every`` steps, and
 the validation confusion matrix accumulated on the device. On CPU everything is plain fp32 and a run is
-bit-identical when interrupted and resumed (``resume=True``). Multi-GPU: launch with ``torchrun``; rank 0
-alone writes. Checkpoints and logs are written atomically.
+bit-identical when interrupted and resumed (``resume=True``). cuDNN's autotuner is on for a CUDA run only and
+put back as it was afterwards (``textscd_lib.engine.cudnn``). Multi-GPU: launch with ``torchrun``; rank 0 alone
+writes, and every rank validates with rank 0's BatchNorm statistics, so the scores reported are those of the
+saved weights. Checkpoints and logs are written atomically; a write that fails is one line naming the file.
+
+:func:`_train` reads as the recipe: set up, check and record the inputs, load the data, build model and optimiser,
+resume, then per epoch :func:`train_one_epoch`, :func:`validate` and :func:`save`.
 
 The trainer is one stage of data -> captions -> text features -> train -> predict -> analyse: it reads a
 prepared data folder (``cfg.data_root``: ``textscd data synth`` or ``prepare-second``) and, for TextSCD, a
