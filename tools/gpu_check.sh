@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session (issue 16, docs/performance.md), about 10 minutes on one H100-class GPU:
+# One prepared GPU session (docs/performance.md), about 10 minutes on one H100-class GPU:
 #   1. the environment (nvidia-smi, textscd env);
 #   2. `textscd bench` for Baseline and TextSCD at 512², batch 8: eager with the fast path, eager with the old
 #      switches (--host-syncs --mask-once off --cudnn-benchmark off), the narrow decoder tail, CUDA graphs,

@@ -1,4 +1,4 @@
-"""Seed study of the demo setting (issue 15, chapter 06/07, docs/facts.md "Noise between runs").
+"""Seed study of the demo setting (chapter 06/07, docs/facts.md "Noise between runs").
 
 How much does TextSCD − Baseline move when only the seed changes, at the demo's six epochs? Trains Baseline and
 TextSCD exactly as chapter 05 does on the CPU (embedded mini-SECOND at 128², oracle captions, text encoder

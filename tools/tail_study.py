@@ -1,4 +1,4 @@
-"""Decoder-tail study (issue 16, chapter 04/05): does a cheaper decoder tail keep the accuracy?
+"""Decoder-tail study (chapter 04/05): does a cheaper decoder tail keep the accuracy?
 
 Trains Baseline and TextSCD with a given decoder tail (``build_model(tail=...)``, see
 ``textscd_lib.models.textscd.TAILS``) in the setting of the committed ``results/cpu-30ep`` run: the embedded

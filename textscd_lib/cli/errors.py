@@ -1,4 +1,4 @@
-"""``textscd errors``: false detections explained, for anyone's predictions (chapter 06, issue 14).
+"""``textscd errors``: false detections explained, for anyone's predictions (chapter 06).
 
 Reads predictions in the SECOND layout (label1/ label2/), as the SECOND reference protocol's prediction
 scripts write them (im1/ im2/ index maps, im1_rgb/ im2_rgb/ colour maps), as ChangeMamba's writes them
