@@ -1,7 +1,9 @@
 """Seconds per training step of the demo's setting on the CPU (TextSCD and Baseline, batch 8, 128²): the
 library's model, losses (eq. (12) + CE) and SGD as the trainer builds them, in fp32, bf16 autocast
 (``torch.autocast("cpu", dtype=torch.bfloat16)``), channels_last, and both. Variants are interleaved
-(each repeat times every variant once) so a change of the shared machine's load hits them alike.
+(each repeat times every variant once) so a change of the shared machine's load hits them alike. ``--compile``
+adds ``torch.compile`` (inductor, which needs a C++ compiler on the CPU) in fp32 and under bf16; its compile time
+is reported apart and left out of the step time.
 Appends one JSON line to results/benchmarks/cpu-step.jsonl with the machine (lscpu model name, whether the
 CPU has avx512_bf16 / amx_bf16) and the load average before and after.
 
@@ -25,6 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "results" / "benchmarks" / "cpu-step.jsonl"
 VARIANTS = {"fp32": (False, False), "bf16": (True, False), "channels_last": (False, True), "bf16+cl": (True, True)}
+COMPILED = {"compile": (False, False, True), "bf16+compile": (True, False, True)}
 
 
 def machine() -> dict:
@@ -37,7 +40,8 @@ def machine() -> dict:
             "threads": torch.get_num_threads(), "python": platform.python_version()}
 
 
-def make_step(kind: str, bf16: bool, channels_last: bool, batch: int = 8, size: int = 128, text_dim: int = 512):
+def make_step(kind: str, bf16: bool, channels_last: bool, compiled: bool = False, batch: int = 8, size: int = 128,
+              text_dim: int = 512):
     """A zero-argument function doing one training step (forward, loss, backward, SGD step) on fixed random
     inputs; the model is built as the trainer builds it (random init: no weight download)."""
     from textscd_lib.models.losses import total_loss
@@ -46,6 +50,7 @@ def make_step(kind: str, bf16: bool, channels_last: bool, batch: int = 8, size: 
     model = build_model(kind, text_dim=text_dim, weights=None).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
+    forward = torch.compile(model) if compiled else model
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x1, x2 = (torch.randn(batch, 3, size, size).contiguous(memory_format=fmt) for _ in range(2))
     lab = {k: torch.randint(0, 7, (batch, size, size)) for k in ("label1", "label2")}
@@ -56,20 +61,24 @@ def make_step(kind: str, bf16: bool, channels_last: bool, batch: int = 8, size: 
         opt.zero_grad(set_to_none=True)
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with ctx:
-            out = model(x1, x2, *text)
+            out = forward(x1, x2, *text)
         loss, _ = total_loss({k: v.float() for k, v in out.items()}, b, as_float=False)
         loss.backward()
         opt.step()
     return step
 
 
-def bench(kinds, repeats: int, steps: int) -> dict:
-    """``{kind: {variant: [seconds per step of each repeat]}}``, variants interleaved, one warm-up step each."""
-    runs = {k: {v: make_step(k, *flags) for v, flags in VARIANTS.items()} for k in kinds}
+def bench(kinds, repeats: int, steps: int, variants: dict, size: int) -> tuple[dict, dict]:
+    """``({kind: {variant: [seconds per step of each repeat]}}, {kind: {variant: warm-up seconds}})``, variants
+    interleaved; the warm-up step (where torch.compile compiles) is timed apart."""
+    runs = {k: {v: make_step(k, *flags, size=size) for v, flags in variants.items()} for k in kinds}
+    warm = {k: {} for k in kinds}
     for k in kinds:
-        for fn in runs[k].values():
+        for v, fn in runs[k].items():
+            t0 = time.perf_counter()
             fn()
-    times = {k: {v: [] for v in VARIANTS} for k in kinds}
+            warm[k][v] = time.perf_counter() - t0
+    times = {k: {v: [] for v in variants} for k in kinds}
     for _ in range(repeats):
         for k in kinds:
             for v, fn in runs[k].items():
@@ -77,7 +86,7 @@ def bench(kinds, repeats: int, steps: int) -> dict:
                 for _ in range(steps):
                     fn()
                 times[k][v].append((time.perf_counter() - t0) / steps)
-    return times
+    return times, warm
 
 
 def main(argv=None) -> int:
@@ -85,20 +94,26 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="steps per timed repeat")
     p.add_argument("--no-record", action="store_true")
+    p.add_argument("--compile", action="store_true", help="add torch.compile variants (fp32 and bf16)")
+    p.add_argument("--size", type=int, default=128, help="tile size (128: the demo's; smaller for a quick check)")
+    p.add_argument("--note", default="", help="what else ran on the machine (recorded)")
     args = p.parse_args(argv)
     load0 = os.getloadavg()
-    times = bench(("textscd", "baseline"), args.repeats, args.steps)
+    variants = {**{v: (*f, False) for v, f in VARIANTS.items()}, **(COMPILED if args.compile else {})}
+    times, warm = bench(("textscd", "baseline"), args.repeats, args.steps, variants, args.size)
     summary = {k: {v: {"s_per_step": statistics.median(t), "all": t,
-                       "speed_vs_fp32": statistics.median(tv["fp32"]) / statistics.median(t)}
+                       "speed_vs_fp32": statistics.median(tv["fp32"]) / statistics.median(t),
+                   "warmup_s": warm[k][v]}
                    for v, t in tv.items()} for k, tv in times.items()}
     row = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-           "setting": "batch 8, 128x128, random init, random inputs, SGD lr 0.1 m 0.9 wd 5e-4",
+           "setting": f"batch 8, {args.size}x{args.size}, random init, random inputs, SGD lr 0.1 m 0.9 wd 5e-4",
            "repeats": args.repeats, "steps_per_repeat": args.steps, "loadavg_before": load0,
            "loadavg_after": os.getloadavg(),
-           "note": "shared machine: other training processes ran at the same time", "results": summary}
+           "note": args.note, "results": summary}
     for k, tv in summary.items():
         for v, s in tv.items():
-            print(f"{k:>8} {v:>13}: {s['s_per_step']:.2f} s/step  x{s['speed_vs_fp32']:.2f} vs fp32")
+            print(f"{k:>8} {v:>13}: {s['s_per_step']:.2f} s/step  x{s['speed_vs_fp32']:.2f} vs fp32 "
+                  f"(first step {s['warmup_s']:.1f} s)")
     if not args.no_record:
         OUT.parent.mkdir(parents=True, exist_ok=True)
         with open(OUT, "a", encoding="utf-8") as f:
