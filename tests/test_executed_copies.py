@@ -59,3 +59,23 @@ def test_device_info_records_cpu_model_gpus_and_torch_threads():
     assert info["torch_threads"] == torch.get_num_threads()
     assert info["gpus"] == [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     assert info["cpu_model"] in info["device"] or info["cuda"]
+
+
+def test_paths_of_the_machine_that_ran_the_series_are_printed_relative(tmp_path):
+    home = tmp_path / "ann" / "textscd"
+    stream = {"output_type": "stream", "name": "stdout",
+              "text": f"read {home}/results/demo/predictions/val and {home}/data/mini-second/val\n"}
+    shown = {"output_type": "display_data", "metadata": {},
+             "data": {"text/plain": f"'{home}/results/demo/errors'", "image/png": f"{home}/not-text"}}
+    error = {"output_type": "error", "ename": "OSError", "evalue": f"{home}/x", "traceback": [f"{home}/x"]}
+    nb = {"cells": [{"cell_type": "code", "source": f"print('{home}')", "metadata": {},
+                     "outputs": [stream, shown, error]}]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    tidy.tidy_file(path, roots=[str(home), "/", ""])
+    out = json.loads(path.read_text())["cells"][0]
+    assert out["outputs"][0]["text"] == "read results/demo/predictions/val and data/mini-second/val\n"
+    assert out["outputs"][1]["data"]["text/plain"] == "'results/demo/errors'"
+    assert out["outputs"][1]["data"]["image/png"] == f"{home}/not-text"      # not text: untouched
+    assert out["outputs"][2]["traceback"] == [f"{home}/x"]                   # errors stay as executed
+    assert out["source"] == f"print('{home}')"                               # code unchanged

@@ -32,6 +32,10 @@ from textscd_lib.common.runs import reset_substitutes, run_dir
 from textscd_lib.course import env, tidy
 from textscd_lib.course.runrecord import RUNNER_PARAMETERS, RunError, read_run_json, write_run_json
 
+# the folder holding the package: in a checkout, where the committed runs are (analysis.ablation.committed_run);
+# used only to print paths under it relative to it in executed copies
+PACKAGE_CHECKOUT = Path(__file__).resolve().parents[2]
+
 log = logging.getLogger(__name__)
 # The kernel's own log ("Kernel is running over TCP without encryption" at every start) stays out of the
 # terminal; its errors still show, and a notebook's own warnings and output are untouched.
@@ -238,7 +242,8 @@ def _run_locked(params, run_name, fast, only, kernel_name, out, books, series, d
                 papermill.execute_notebook(str(book), str(target), parameters=mine, kernel_name=kernel_name,
                                            cwd=str(book.parent), progress_bar=False, log_output=False,
                                            extra_arguments=KERNEL_QUIET)
-                tidy.tidy_file(target)  # one line per progress bar, no import noise (course/tidy.py)
+                # one line per progress bar, no import noise, paths relative to TEXTSCD_HOME (course/tidy.py)
+                tidy.tidy_file(target, roots=[str(home()), str(out.parent.parent), str(PACKAGE_CHECKOUT)])
             except PapermillExecutionError as e:
                 entry.update(status="failed", seconds=round(time.perf_counter() - t0, 2),
                              error=f"cell {e.exec_count}: {e.ename}: {e.evalue}")

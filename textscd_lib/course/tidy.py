@@ -5,8 +5,10 @@ bar's next state; a terminal overwrites the line, a saved notebook keeps every c
 held ≈690 KB of them). :func:`tidy_notebook` does what the terminal would have shown: consecutive stream
 outputs of one cell are merged, every line keeps only its last non-blank state (a bar closed with
 ``leave=False`` keeps its final state, so one line per epoch remains), and known import-time noise (tqdm's
-"IProgress not found" warning when ipywidgets is absent) is dropped. Nothing else changes: code, results,
-figures and errors stay as executed.
+"IProgress not found" warning when ipywidgets is absent) is dropped. :func:`relative_paths` removes the folders
+of the machine that ran the series from printed paths (``/home/ann/textscd/results/demo/x`` reads
+``results/demo/x``: relative to ``TEXTSCD_HOME``, or to the repository for committed runs), so an executed copy
+shows no user's or machine's folders. Nothing else changes: code, figures and errors stay as executed.
 """
 
 from __future__ import annotations
@@ -78,6 +80,29 @@ def tidy_outputs(outputs: list[dict]) -> list[dict]:
     return tidied
 
 
+TEXT_KEYS = ("text/plain", "text/markdown", "text/html")
+
+
+def _strip_roots(text: str, roots: list[str]) -> str:
+    for root in roots:
+        text = text.replace(root.rstrip("/") + "/", "")
+    return text
+
+
+def relative_paths(nb: dict, roots: list[str]) -> dict:
+    """Every printed path under one of ``roots`` (absolute folders, longest first) made relative to it, in stream
+    text and the text forms of results and displays; errors keep their traceback as executed. In place."""
+    roots = sorted({str(r) for r in roots if str(r) not in ("", "/")}, key=len, reverse=True)
+    for cell in nb.get("cells", []):
+        for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            if o.get("output_type") == "stream":
+                o["text"] = _strip_roots("".join(o.get("text", "")), roots)
+            for key in TEXT_KEYS if o.get("output_type") in ("execute_result", "display_data") else ():
+                if key in o.get("data", {}):
+                    o["data"][key] = _strip_roots("".join(o["data"][key]), roots)
+    return nb
+
+
 def tidy_notebook(nb: dict) -> dict:
     """Every code cell's outputs tidied (:func:`tidy_outputs`); the notebook is changed in place and returned."""
     for cell in nb.get("cells", []):
@@ -86,8 +111,9 @@ def tidy_notebook(nb: dict) -> dict:
     return nb
 
 
-def tidy_file(path: str | Path) -> None:
-    """Tidy an executed notebook file in place, atomically (the runner calls it after each chapter)."""
+def tidy_file(path: str | Path, roots: list[str] | None = None) -> None:
+    """Tidy an executed notebook file in place, atomically (the runner calls it after each chapter), and make
+    the paths under ``roots`` relative (:func:`relative_paths`)."""
     path = Path(path)
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    atomic_write_text(path, json.dumps(tidy_notebook(nb), indent=1, ensure_ascii=False) + "\n")
+    nb = tidy_notebook(json.loads(path.read_text(encoding="utf-8")))
+    atomic_write_text(path, json.dumps(relative_paths(nb, roots or []), indent=1, ensure_ascii=False) + "\n")
