@@ -117,15 +117,19 @@ def chapter_times(run_json: str | Path | dict) -> dict[str, float]:
     return times
 
 
-def lab_route(times: dict[str, float]) -> list[dict]:
-    """One row per chapter: the demo run's seconds, the lab route's step, and the lab run's expected seconds
+def lab_route(times: dict[str, float], measured: dict[str, float] | None = None) -> list[dict]:
+    """One row per chapter: the demo run's seconds, the lab route's step, the lab run's expected seconds
     (chapter 05 scaled by epochs, LAB_EPOCHS / DEMO_EPOCHS; the others as in the demo, an upper bound for 06-07,
-    which read committed predictions instead of this run's)."""
+    which read committed predictions instead of this run's) and, given a lab run's :func:`chapter_times`
+    (``measured``), what it took."""
     rows = []
     for chapter, route in LAB_ROUTE.items():
         demo = times.get(chapter)
         lab = None if demo is None else demo * (LAB_EPOCHS / DEMO_EPOCHS if chapter == "05" else 1.0)
-        rows.append({"chapter": chapter, "demo s": demo, "lab s (expected)": lab, "lab route": route})
+        row = {"chapter": chapter, "demo s": demo, "lab s (expected)": lab, "lab route": route}
+        if measured is not None:
+            row["lab s (measured)"] = measured.get(chapter)
+        rows.append(row)
     return rows
 
 
