@@ -20,7 +20,11 @@ help:  ## list the targets
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) (first run: a few minutes)"; $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@# uv installs the pinned requirements several times faster than pip (parallel downloads); pip is the fallback
+	@{ $(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9 && \
+	   $(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt; } || \
+	 { echo "uv unavailable or failed: installing the requirements with pip (slower)"; \
+	   $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt; }
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (TextSCD)" >/dev/null
 	@touch $(STAMP)
