@@ -69,11 +69,14 @@ def test_paths_of_the_machine_that_ran_the_series_are_printed_relative(tmp_path)
              "data": {"text/plain": f"'{home}/results/demo/errors'", "image/png": f"{home}/not-text"}}
     error = {"output_type": "error", "ename": "OSError", "evalue": f"{home}/x", "traceback": [f"{home}/x"]}
     nb = {"cells": [{"cell_type": "code", "source": f"print('{home}')", "metadata": {},
-                     "outputs": [stream, shown, error]}]}
+                     "outputs": [stream, shown, error]}],
+          "metadata": {"papermill": {"input_path": f"{home}/notebooks/06.ipynb", "output_path": "/elsewhere/x"}}}
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(nb))
     tidy.tidy_file(path, roots=[str(home), "/", ""])
-    out = json.loads(path.read_text())["cells"][0]
+    tidied = json.loads(path.read_text())
+    assert tidied["metadata"]["papermill"] == {"input_path": "notebooks/06.ipynb", "output_path": "/elsewhere/x"}
+    out = tidied["cells"][0]
     assert out["outputs"][0]["text"] == "read results/demo/predictions/val and data/mini-second/val\n"
     assert out["outputs"][1]["data"]["text/plain"] == "'results/demo/errors'"
     assert out["outputs"][1]["data"]["image/png"] == f"{home}/not-text"      # not text: untouched

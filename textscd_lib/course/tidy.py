@@ -93,6 +93,10 @@ def relative_paths(nb: dict, roots: list[str]) -> dict:
     """Every printed path under one of ``roots`` (absolute folders, longest first) made relative to it, in stream
     text and the text forms of results and displays; errors keep their traceback as executed. In place."""
     roots = sorted({str(r) for r in roots if str(r) not in ("", "/")}, key=len, reverse=True)
+    pm = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):  # papermill's record of where it read and wrote the notebook
+        if isinstance(pm.get(key), str):
+            pm[key] = _strip_roots(pm[key], roots)
     for cell in nb.get("cells", []):
         for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             if o.get("output_type") == "stream":
