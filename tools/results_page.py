@@ -223,7 +223,19 @@ def dynamics_section(results: Path) -> list[str]:
         trend = "rose" if g.entropy.iloc[-1] > g.entropy.iloc[0] else "fell"
         lines.append(f"- seed {seed}: the caption is read {when}; attention entropy {trend} from "
                      f"{g.entropy.iloc[0]:.4f} to {g.entropy.iloc[-1]:.4f} over the measured epochs.")
-    return lines
+    return lines + reproduction_lines(results, df)
+
+
+def reproduction_lines(results: Path, df) -> list[str]:
+    """The dynamics run of seed 0 at epoch 30 is cpu-30ep's TextSCD setting: its oracle SeK against the run's."""
+    last = df[(df.seed == 0) & (df.epoch == 30)]
+    if last.empty or not (results / "cpu-30ep").is_dir():
+        return []
+    ours = table1(results, "cpu-30ep")[1][1]["SeK"]
+    same = "the same" if round(float(last.sek_oracle.iloc[0]), 2) == round(ours, 2) else "not the same"
+    return ["", f"Check: seed 0 at epoch 30 is cpu-30ep's TextSCD setting; its val SeK with oracle captions is "
+                f"{last.sek_oracle.iloc[0]:.2f}, cpu-30ep's {ours:.2f} (`results/cpu-30ep/metrics/table1.json`): "
+                f"{same} to two decimals."]
 
 
 STATIC_TAIL = """
