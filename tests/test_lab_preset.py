@@ -4,6 +4,7 @@ record) fits the lab."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,18 @@ def test_chapter_times_come_from_the_committed_demo_record_and_the_route_fits_th
 def test_chapter_times_name_a_missing_record(tmp_path):
     with pytest.raises(RunError, match=f"{tmp_path}.*no run.json"):
         chapter_times(tmp_path / "run.json")
+
+
+def test_a_run_in_progress_has_no_finished_record(tmp_path):
+    """make demo rewrites results/demo while chapter 00 reads it: an unfinished record gives None, not an error."""
+    from textscd_lib.course.runrecord import finished_record
+
+    run = tmp_path / "demo"
+    run.mkdir()
+    assert finished_record(run) is None
+    record = {"status": "running", "notebooks": [{"notebook": "00_overview.ipynb", "status": "running"}]}
+    (run / "run.json").write_text(json.dumps(record))
+    assert finished_record(run) is None
+    record = {"status": "ok", "notebooks": [{"notebook": "00_overview.ipynb", "status": "ok", "seconds": 3.0}]}
+    (run / "run.json").write_text(json.dumps(record))
+    assert finished_record(run)["notebooks"][0]["seconds"] == 3.0

@@ -117,6 +117,16 @@ def chapter_times(run_json: str | Path | dict) -> dict[str, float]:
     return times
 
 
+def finished_record(run_path: str | Path) -> dict | None:
+    """The run's record when the run finished (status ok, a time for every chapter it ran), else None: a run
+    still in progress - the very run that asks, when ``make demo`` rewrites ``results/demo`` - has no times yet."""
+    record = read_run_json(Path(run_path))
+    entries = (record or {}).get("notebooks", [])
+    if not record or record.get("status") != "ok" or not entries or not all("seconds" in e for e in entries):
+        return None
+    return record
+
+
 def lab_route(times: dict[str, float], measured: dict[str, float] | None = None) -> list[dict]:
     """One row per chapter: the demo run's seconds, the lab route's step, the lab run's expected seconds
     (chapter 05 scaled by epochs, LAB_EPOCHS / DEMO_EPOCHS; the others as in the demo, an upper bound for 06-07,
