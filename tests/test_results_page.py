@@ -35,6 +35,10 @@ def _copy_results(tmp_path: Path) -> Path:
                 (dest / run / sub).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dest / run / sub)
     shutil.copytree(ROOT / "results" / "seed-study", dest / "seed-study")
+    bf16 = ROOT / "results" / "benchmarks" / "bf16-accuracy.jsonl"
+    if bf16.is_file():
+        (dest / "benchmarks").mkdir()
+        shutil.copyfile(bf16, dest / "benchmarks" / bf16.name)
     text_dynamics = ROOT / "results" / "text-dynamics"
     if text_dynamics.is_dir():
         shutil.copytree(text_dynamics, dest / "text-dynamics")
@@ -65,3 +69,20 @@ def test_a_demo_gain_within_the_seed_noise_is_never_called_a_gain(tmp_path):
     ours[1]["SeK"] = ours[0]["SeK"] + 1.0  # +1.00 at 6 epochs: below the 6-epoch spread
     path.write_text(json.dumps(t), encoding="utf-8")
     assert "- demo: TextSCD − Baseline = +1.00 (within the noise) SeK" in tool.render(results)
+
+
+def test_a_text_gain_lost_under_bf16_keeps_the_trainer_fp32(tmp_path):
+    tool = _tool()
+    results = _copy_results(tmp_path)
+    path = results / "benchmarks" / "bf16-accuracy.jsonl"
+    rows = {r["model"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+    def page(fp32_gap: float, bf16_gap: float) -> str:
+        rows["textscd"]["fp32_best_SeK"] = rows["baseline"]["fp32_best_SeK"] + fp32_gap
+        rows["textscd"]["bf16_best_SeK"] = rows["baseline"]["bf16_best_SeK"] + bf16_gap
+        path.write_text("\n".join(json.dumps(r) for r in rows.values()) + "\n")
+        return tool.render(results)
+
+    noise = rows["textscd"]["noise"]
+    assert "keeps its standing under bf16" in page(2 * noise, 2 * noise)
+    assert "does not survive bf16" in page(2 * noise, 0.0)
