@@ -67,3 +67,14 @@ def test_a_run_in_progress_has_no_finished_record(tmp_path):
     record = {"status": "ok", "notebooks": [{"notebook": "00_overview.ipynb", "status": "ok", "seconds": 3.0}]}
     (run / "run.json").write_text(json.dumps(record))
     assert finished_record(run)["notebooks"][0]["seconds"] == 3.0
+
+
+def test_the_committed_lab_run_used_the_preset_and_fits_the_lab():
+    """results/lab/ is `textscd run --run-name lab --params lab` on the project's 2-core machine: every chapter ran,
+    with the preset's parameters, within 25 minutes in all; chapter 00 and the README quote its times."""
+    record = json.loads((ROOT / "results" / "lab" / "run.json").read_text(encoding="utf-8"))
+    assert record["status"] == "ok" and set(chapter_times(record)) == set(LAB_ROUTE)
+    assert {k: record["parameters"][k] for k in runner.load_params_file("lab")} == runner.load_params_file("lab")
+    assert record["total_seconds"] < 25 * 60
+    rows = lab_route(chapter_times(ROOT / "results" / "demo" / "run.json"), chapter_times(record))
+    assert sum(r["lab s (measured)"] for r in rows) <= record["total_seconds"]

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_ROW = re.compile(r"^\| `(\d\d)_\w+` \|.*\| (\d+) s \|$", re.M)
 RESULT_ROW = re.compile(r"^\| Baseline / [^|]+ \| ([-\d.]+) / ([-\d.]+) \| ([-\d.]+) / ([-\d.]+) \| ([^|]+) \|$", re.M)
 RUN_NAME = re.compile(r"`results/([\w.-]+)`")
+LAB_TIME = re.compile(r"ran in (\d+) min (\d+) s \(`results/lab/run.json`\)")
 
 
 def _table1(results: Path, run: str) -> dict[str, dict]:
@@ -49,6 +50,13 @@ def readme_drift(readme: str, results: Path) -> list[str]:
             drift.append(f"{source.strip()}: README {' '.join(numbers)}, results/{run}/metrics/table1.json "
                          f"{' '.join(f'{x:.2f}' for x in expected)}")
     return drift
+
+
+def test_the_lab_time_in_the_readme_is_the_lab_runs():
+    found = LAB_TIME.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert found, "README: no lab time quoting results/lab/run.json"
+    total = round(json.loads((ROOT / "results" / "lab" / "run.json").read_text(encoding="utf-8"))["total_seconds"])
+    assert (int(found.group(1)), int(found.group(2))) == (total // 60, total % 60)
 
 
 def test_readme_tables_equal_the_committed_runs_files():
