@@ -12,6 +12,10 @@ STAMP  := $(VENV)/.textscd-installed
 # tests/notebooks/ (`make nbval-refs` regenerates them; docs/notebook-tests.md).
 TEST_ENV := TEXTSCD_FAST=1 OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 PYTHONHASHSEED=0
 
+# pytest-xdist: one worker per core, a test file stays on one worker (the FAST series fixture runs once; each
+# worker is its own pytest session with its own temporary TEXTSCD_HOME)
+XDIST := -n auto --dist loadfile
+
 .PHONY: help demo test test-unit test-notebooks nbval-refs lint lab env bench clean-results
 .DEFAULT_GOAL := help
 
@@ -38,13 +42,13 @@ demo: $(STAMP)  ## run the whole course on the embedded mini-SECOND into results
 test: $(STAMP)  ## unit + notebook tests (TEXTSCD_FAST=1; each chapter runs once) + import layers + lint; no trace
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PY) tools/no_trace.py snapshot $$tmp/.snapshot && \
-	$(TEST_ENV) TEXTSCD_HOME=$$tmp $(PY) -m pytest -q -p no:cacheprovider --durations=12 tests && \
+	$(TEST_ENV) TEXTSCD_HOME=$$tmp $(PY) -m pytest -q -p no:cacheprovider $(XDIST) --durations=12 tests && \
 	$(VENV)/bin/lint-imports && \
 	$(VENV)/bin/ruff check . && \
 	$(PY) tools/no_trace.py check $$tmp/.snapshot
 
 test-unit: $(STAMP)  ## unit tests only (the notebook series is left out)
-	$(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/test_series_fast.py
+	$(TEST_ENV) $(PY) -m pytest -q -p no:cacheprovider $(XDIST) tests --ignore=tests/test_series_fast.py
 
 test-notebooks: $(STAMP)  ## the notebook series once in FAST mode, checked outputs vs tests/notebooks/, solutions
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && $(TEST_ENV) TEXTSCD_HOME=$$tmp $(PY) -m pytest -q \
