@@ -16,6 +16,14 @@ CHAPTER_ROW = re.compile(r"^\| `(\d\d)_\w+` \|.*\| (\d+) s \|$", re.M)
 RESULT_ROW = re.compile(r"^\| Baseline / [^|]+ \| ([-\d.]+) / ([-\d.]+) \| ([-\d.]+) / ([-\d.]+) \| ([^|]+) \|$", re.M)
 RUN_NAME = re.compile(r"`results/([\w.-]+)`")
 LAB_TIME = re.compile(r"ran in (\d+) min (\d+) s \(`results/lab/run.json`\)")
+DEMO_TIME = re.compile(r"`make demo` (\d+) min (\d+) s \(`results/demo/run.json`\)")
+TEST_TIME = re.compile(r"`make test` (\d+) min (\d+) s on a fresh clone, environment included "
+                       r"\(`results/benchmarks/make-test.jsonl`")
+
+
+def _min_s(seconds: float) -> tuple[int, int]:
+    total = round(seconds)
+    return total // 60, total % 60
 
 
 def _table1(results: Path, run: str) -> dict[str, dict]:
@@ -38,6 +46,7 @@ def readme_drift(readme: str, results: Path) -> list[str]:
     for chapter, shown in chapters:
         if int(shown) != round(seconds[chapter]):
             drift.append(f"chapter {chapter}: README says {shown} s, results/demo/run.json {seconds[chapter]:.2f} s")
+    drift += measured_drift(readme, results)
     rows = RESULT_ROW.findall(readme)
     if not rows:
         drift.append("README: no 'Baseline / ...' row in the table of what the runs show")
@@ -49,6 +58,25 @@ def readme_drift(readme: str, results: Path) -> list[str]:
         if [float(n) for n in numbers] != [round(x, 2) for x in expected]:
             drift.append(f"{source.strip()}: README {' '.join(numbers)}, results/{run}/metrics/table1.json "
                          f"{' '.join(f'{x:.2f}' for x in expected)}")
+    return drift
+
+
+def measured_drift(readme: str, results: Path) -> list[str]:
+    """The "Measured" line: make demo's wall time is results/demo/run.json's, make test's the last record of
+    results/benchmarks/make-test.jsonl (tools/time_make_test.py)."""
+    drift = []
+    demo, test = DEMO_TIME.search(readme), TEST_TIME.search(readme)
+    if not demo or not test:
+        return ["README: no 'Measured' line quoting `make demo` (results/demo/run.json) and `make test` "
+                "(results/benchmarks/make-test.jsonl)"]
+    run = json.loads((results / "demo" / "run.json").read_text(encoding="utf-8"))
+    if tuple(map(int, demo.groups())) != _min_s(run["total_seconds"]):
+        drift.append(f"make demo: README {demo.group(0)}, results/demo/run.json {run['total_seconds']:.1f} s")
+    lines = (results / "benchmarks" / "make-test.jsonl").read_text(encoding="utf-8").strip().splitlines()
+    last = json.loads(lines[-1])
+    if tuple(map(int, test.groups())) != _min_s(last["seconds"]) or last["status"] != 0:
+        drift.append(f"make test: README {test.group(0)}, make-test.jsonl's last record {last['seconds']} s "
+                     f"(status {last['status']})")
     return drift
 
 
@@ -80,3 +108,9 @@ def test_a_changed_score_or_time_in_a_readme_copy_is_caught():
     chapter, shown = CHAPTER_ROW.findall(readme)[5]
     wrong_time = re.sub(rf"(\| `{chapter}_\w+` \|.*\| ){shown} s \|", rf"\g<1>{int(shown) + 7} s |", readme)
     assert any(f"chapter {chapter}" in line for line in readme_drift(wrong_time, ROOT / "results"))
+    demo = DEMO_TIME.search(readme)
+    slower = readme.replace(demo.group(0), demo.group(0).replace(f"{demo.group(1)} min", f"{int(demo.group(1)) + 1} min"))
+    assert any(line.startswith("make demo") for line in readme_drift(slower, ROOT / "results"))
+    test = TEST_TIME.search(readme)
+    faster = readme.replace(test.group(0), test.group(0).replace(f"{test.group(1)} min", f"{int(test.group(1)) - 1} min"))
+    assert any(line.startswith("make test") for line in readme_drift(faster, ROOT / "results"))
