@@ -127,3 +127,14 @@ def test_extra_files_may_be_allowed_and_difference_needs_a_second_method(data, t
     assert run(tmp, root, pred, tmp_path / "out", "--allow-extra") == 0
     assert run(tmp, root, pred, tmp_path / "out2", "--allow-extra", "--rank-by", "difference") == 2
     assert "needs a second method" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_the_error_instrument_imports_no_torch():
+    """`textscd errors` reads PNGs and counts pixels: its start-up (every worker process too) loads no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, textscd_lib.analysis.instrument, textscd_lib.cli.errors; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -17,6 +17,7 @@ not applicable: NaN in the CSVs, null in summary.json, "n/a" in report.html — 
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 from concurrent.futures import ProcessPoolExecutor
@@ -90,10 +91,16 @@ def find_scene_log(gt_root: Path) -> dict[str, dict] | None:
     return None
 
 
+@functools.lru_cache(maxsize=16)
+def _listing(folder: Path) -> dict[str, Path]:
+    """``image_files(folder)``, listed once per process: the crops of every tile look their images up in it."""
+    return image_files(folder)
+
+
 def _images(gt_label_dir: Path, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     out = []
     for f in ("im1", "im2"):
-        p = image_files(gt_label_dir / f).get(name)
+        p = _listing(gt_label_dir / f).get(name)
         out.append(read_image(p) if p else np.full((*shape, 3), 200, np.uint8))
     return out[0], out[1]
 

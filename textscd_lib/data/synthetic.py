@@ -26,7 +26,6 @@ from textscd_lib.common.outputs import guard_output_dir, mark_output_dir
 from textscd_lib.common.paths import resolve
 from textscd_lib.common.runs import clear_substitute, record_substitute
 from textscd_lib.data.changes import AMBIGUOUS_PAIRS, change_events, where_words
-from textscd_lib.data.dataset import DecodedCache
 from textscd_lib.data.prepare import split_names
 from textscd_lib.data.scene import (
     class_textures,
@@ -227,6 +226,8 @@ def resolve_data_root(data_root: str | Path, fast: bool, run_path: str | Path, r
     if splits == [""] or "train" not in splits:
         raise SecondFormatError(f"DATA_ROOT {root}: no train/ split; run `textscd data prepare-second SRC --out DST`"
                                 " to make the working layout", [])
+    from textscd_lib.data.dataset import DecodedCache  # torch, imported only where the cache is built
+
     for split in splits:
         DecodedCache(root, split)  # decodes and checks every pair once; later runs reuse it
     return root
