@@ -238,39 +238,6 @@ def reproduction_lines(results: Path, df) -> list[str]:
                 f"{same} to two decimals."]
 
 
-def intervention_section(results: Path) -> list[str]:
-    """Runs of tools/text_dynamics.py that change one thing the paper leaves open (each in a subfolder of
-    results/text-dynamics/), beside chapter 05's setting at the same seed and epoch."""
-    top = results / "text-dynamics"
-    subs = sorted(d for d in top.glob("*") if d.is_dir() and any(d.glob("*.jsonl"))) if top.is_dir() else []
-    if not subs:
-        return []
-    base = load_dynamics(top).set_index(["seed", "epoch"])
-    lines = ["", "## Interventions on the text path (ours)", "",
-             "Each run changes one thing the paper does not fix and is measured as above, with the lr schedule of the "
-             "30-epoch run (stopped early where it says so); the right-hand columns are chapter 05's setting at the "
-             "same seed and epoch.", "",
-             "| intervention | seed | epoch | SeK (oracle) | oracle − empty | TGI / encoder gradient | "
-             "SeK, ch. 05 setting | oracle − empty, ch. 05 setting |", "|---|---|---|---|---|---|---|---|"]
-    for d in subs:
-        df = load_dynamics(d)
-        for r in df.itertuples():
-            b = base.loc[(r.seed, r.epoch)] if (r.seed, r.epoch) in base.index else None
-            ref = f"{b.sek_oracle:.2f} | {b.gap_empty:+.2f}" if b is not None else "— | —"
-            lines.append(f"| {d.name} | {r.seed} | {r.epoch} | {r.sek_oracle:.2f} | {r.gap_empty:+.2f} | "
-                         f"{r.grad_ratio:.3f} | {ref} |")
-        last = df.epoch.max()
-        at = df[df.epoch == last]
-        ref = [base.loc[(sd, last)].gap_empty for sd in at.seed if (sd, last) in base.index]
-        if len(ref) == len(at):
-            diff = at.gap_empty.mean() - sum(ref) / len(ref)
-            lines.append(f"\n- {d.name}: at epoch {last} (last measured), oracle − empty averages "
-                         f"{at.gap_empty.mean():+.2f} SeK over seeds {', '.join(map(str, at.seed))}, against "
-                         f"{sum(ref) / len(ref):+.2f} in chapter 05's setting: {within(diff, seed_noise(int(last)))} "
-                         f"SeK apart (noise {seed_noise(int(last))}).")
-    return lines
-
-
 def bf16_section(results: Path) -> list[str]:
     path = results / "benchmarks" / "bf16-accuracy.jsonl"
     if not path.is_file():
@@ -326,7 +293,7 @@ def render(results: Path) -> str:
             "(`tests/test_results_page.py` fails when this page and the files differ).", ""]
     body = (table1_section(results) + seed_study_section(results) + swap_section(results)
             + retrained_section(results) + sweep_section(results) + dynamics_section(results)
-            + intervention_section(results) + bf16_section(results))
+            + bf16_section(results))
     return "\n".join(head + body) + "\n" + STATIC_TAIL
 
 

@@ -36,21 +36,12 @@ OUT = REPO / "results" / "text-dynamics"
 VAL_PAIRS = 16  # ours: the first 16 val pairs (sorted names) for (a), (b); (d) scores every val pair
 
 
-def train_config(run: str, seed: int, epochs: int, every: int, tgi_lr_scale: float = 1.0):
-    """Chapter 05's TrainConfig for TextSCD on the embedded mini-SECOND (native 128², batch 8, lr 0.1); with
-    ``tgi_lr_scale`` != 1 the TGI's parameters train at that multiple of the lr (ours: an intervention)."""
+def train_config(run: str, seed: int, epochs: int, every: int):
+    """Chapter 05's TrainConfig for TextSCD on the embedded mini-SECOND (native 128², batch 8, lr 0.1)."""
     from textscd_lib.engine.trainer import TrainConfig
-    extra = {} if tgi_lr_scale == 1.0 else {"tgi_lr_scale": tgi_lr_scale}
     return TrainConfig(data_root="", run=run, model="textscd", captions="oracle", text_encoder="auto",
                        image_weights="auto", epochs=epochs, batch_size=8, lr=0.1, size=None, device="cpu",
-                       seed=seed, max_steps_per_epoch=None, resume=True, stop_after=every, **extra)
-
-
-def out_file(args) -> Path:
-    """``results/text-dynamics/<run>.jsonl`` for chapter 05's setting; interventions in a folder of their own
-    (``tgi-lr-x<scale>/``), so chapter 07's reading of the main runs is not mixed with them."""
-    folder = OUT if args.tgi_lr_scale == 1.0 else OUT / f"tgi-lr-x{args.tgi_lr_scale:g}"
-    return folder / f"{args.run}.jsonl"
+                       seed=seed, max_steps_per_epoch=None, resume=True, stop_after=every)
 
 
 def snapshot(cfg) -> tuple[int, Path]:
@@ -68,7 +59,7 @@ def snapshot(cfg) -> tuple[int, Path]:
 def train_loop(args) -> int:
     """Train chunk by chunk; after each chunk snapshot and measure (in a child process)."""
     from textscd_lib.course.pipeline import train_pipeline
-    cfg = train_config(args.run, args.seed, args.epochs, args.every, args.tgi_lr_scale)
+    cfg = train_config(args.run, args.seed, args.epochs, args.every)
     until = min(args.until or args.epochs, args.epochs)
     while True:
         last = cfg.checkpoint_dir() / "last.pt"
@@ -94,16 +85,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--every", type=int, default=3, help="epochs per chunk (K)")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--run", default=None, help="run name (default dyn-s<seed>, dyn-tgi<scale>-s<seed>)")
+    p.add_argument("--run", default=None, help="run name (default dyn-s<seed>)")
     p.add_argument("--until", type=int, default=None,
                    help="stop after this epoch (the lr schedule stays that of --epochs: a prefix of the full run)")
 
     p.add_argument("--measure", action="store_true", help="measure every snapshot not yet in the jsonl")
     p.add_argument("--plot", action="store_true", help="draw results/text-dynamics/text-dynamics.png")
     args = p.parse_args(argv)
-    args.tgi_lr_scale = 1.0  # interventions (a TGI lr scale) need a trainer option that does not exist yet
-    args.run = args.run or (f"dyn-s{args.seed}" if args.tgi_lr_scale == 1.0
-                            else f"dyn-tgi{args.tgi_lr_scale:g}-s{args.seed}")
+    args.run = args.run or f"dyn-s{args.seed}"
     if args.plot:
         return plot_all()
     if args.measure:
@@ -205,8 +194,8 @@ def measure_one(ck_path: Path, run_path: Path) -> dict:
 def measure_all(args) -> int:
     """Measure every ``epoch-NNN.pt`` snapshot of the run not yet in its jsonl."""
     from textscd_lib.common.runs import run_dir
-    cfg = train_config(args.run, args.seed, args.epochs, args.every, args.tgi_lr_scale)
-    out = out_file(args)
+    cfg = train_config(args.run, args.seed, args.epochs, args.every)
+    out = OUT / f"{args.run}.jsonl"
     done = measured_epochs(out)
     torch.manual_seed(0)
     for ck in sorted(cfg.checkpoint_dir().glob("epoch-*.pt")):
@@ -216,9 +205,8 @@ def measure_all(args) -> int:
         t0 = time.perf_counter()
         row = measure_one(ck, run_dir(args.run))
         append_line(out, {"epoch": epoch, "seed": args.seed, "run": args.run,
-                          "setting": "mini-SECOND 128px, batch 8, lr 0.1, oracle captions, chapter 05 defaults"
-                          + ("" if args.tgi_lr_scale == 1.0 else f"; ours: TGI lr x{args.tgi_lr_scale:g}"),
-                          "tgi_lr_scale": args.tgi_lr_scale, "epochs_planned": args.epochs, **row, "measure_s": round(time.perf_counter() - t0, 1)})
+                          "setting": "mini-SECOND 128px, batch 8, lr 0.1, oracle captions, chapter 05 defaults",
+                          "epochs_planned": args.epochs, **row, "measure_s": round(time.perf_counter() - t0, 1)})
         print(f"epoch {epoch}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
 
