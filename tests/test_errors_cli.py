@@ -138,3 +138,19 @@ def test_the_error_instrument_imports_no_torch():
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_two_workers_write_the_same_report_and_tables_as_one(data, tmp_path):
+    """The tiles and the browser's crop strips go over worker processes; order and content stay the same."""
+    tmp, root, _ = data
+    outs = {}
+    for w in ("1", "2"):
+        out = tmp_path / f"w{w}"
+        assert main(["errors", "--pred", str(tmp / "A-im1"), "--compare", str(tmp / "B"), "--gt", str(root),
+                     "--out", str(out), "--workers", w, "--names", "A,B"]) == 0
+        outs[w] = out
+    html = (outs["1"] / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/webp;base64,") > 4          # the browser's crops are in it
+    assert (outs["2"] / "report.html").read_text(encoding="utf-8") == html
+    for name in ("components.csv", "tiles.csv", "attribution.csv", "tolerance.csv"):
+        assert (outs["2"] / "errors" / name).read_bytes() == (outs["1"] / "errors" / name).read_bytes(), name

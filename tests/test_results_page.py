@@ -35,10 +35,11 @@ def _copy_results(tmp_path: Path) -> Path:
                 (dest / run / sub).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dest / run / sub)
     shutil.copytree(ROOT / "results" / "seed-study", dest / "seed-study")
-    bf16 = ROOT / "results" / "benchmarks" / "bf16-accuracy.jsonl"
-    if bf16.is_file():
-        (dest / "benchmarks").mkdir()
-        shutil.copyfile(bf16, dest / "benchmarks" / bf16.name)
+    for name in ("bf16-accuracy.jsonl", "errors.jsonl"):
+        src = ROOT / "results" / "benchmarks" / name
+        if src.is_file():
+            (dest / "benchmarks").mkdir(exist_ok=True)
+            shutil.copyfile(src, dest / "benchmarks" / name)
     text_dynamics = ROOT / "results" / "text-dynamics"
     if text_dynamics.is_dir():
         shutil.copytree(text_dynamics, dest / "text-dynamics")
@@ -86,3 +87,23 @@ def test_a_text_gain_lost_under_bf16_keeps_the_trainer_fp32(tmp_path):
     noise = rows["textscd"]["noise"]
     assert "keeps its standing under bf16" in page(2 * noise, 2 * noise)
     assert "does not survive bf16" in page(2 * noise, 0.0)
+
+
+def test_the_errors_benchmark_verdict_follows_the_latest_idle_row(tmp_path):
+    results = tmp_path / "results"
+    (results / "benchmarks").mkdir(parents=True)
+    src = ROOT / "results" / "benchmarks" / "errors.jsonl"
+    rows = [json.loads(x) for x in src.read_text(encoding="utf-8").splitlines() if x.strip()]
+    tool = _tool()
+
+    def page(*extra: dict) -> str:
+        text = "".join(json.dumps(r) + "\n" for r in [*rows, *extra])
+        (results / "benchmarks" / "errors.jsonl").write_text(text, encoding="utf-8")
+        return "\n".join(tool.errors_bench_section(results))
+
+    idle = {**rows[-1], "time": "2099-01-01 00:00 UTC"}
+    assert "over the 60 s target by 5.0 s" in page({**idle, "seconds": 65.0, "load_average_1min": 0.5})
+    assert "within the 60 s target" in page({**idle, "seconds": 59.0, "load_average_1min": 0.5})
+    crowded = page({**idle, "seconds": 65.0, "load_average_1min": 0.5}, {**idle, "seconds": 30.0,
+                                                                         "load_average_1min": 7.0})
+    assert "over the 60 s target" in crowded and "| 30.0 |" in crowded   # listed, not judged: not idle

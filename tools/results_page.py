@@ -263,6 +263,48 @@ def bf16_section(results: Path) -> list[str]:
     return lines
 
 
+ERRORS_TARGET_S = 60.0   # the errors command's target: 600 tiles of 512², two methods, two idle cores
+IDLE_LOAD = 2.0          # our rule: a row is an idle-machine measurement when the 1-min load at start is below this
+
+
+def _timed(row: dict) -> str:
+    """What a row of the errors benchmark timed: the command in a child process, or (older rows) the analysis
+    in-process, before the cost analysis (attribution, tolerance, slices, browser) or with it."""
+    what = row.get("what", "")
+    timed = "command, start-up included" if "command" in what else "analysis in-process"
+    return timed + ("" if "attribution" in what else ", before the cost analysis")
+
+
+def errors_bench_section(results: Path) -> list[str]:
+    """Every row of the errors benchmark's record, and the latest idle 600-tile row judged against the target."""
+    path = results / "benchmarks" / "errors.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    lines = ["", "## `textscd errors`: the speed benchmark", "",
+             f"`python -m textscd_lib.analysis.simulate --record` (docs/error-analysis.md#speed), every row of "
+             f"`results/benchmarks/errors.jsonl`. Target: {ERRORS_TARGET_S:.0f} s wall for 600 tiles of 512², two "
+             f"methods, on two idle cores; a row counts as idle when the load average at its start is below "
+             f"{IDLE_LOAD:g}.", "",
+             "| time | timed | tiles | wall s | CPU s | peak MB | load at start | report MB | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(r, k, fmt="{:.1f}"):
+        return fmt.format(r[k]) if r.get(k) is not None else "not recorded"
+    lines += [f"| {r.get('time', '')} | {_timed(r)} | {r['pairs']} | {cell(r, 'seconds')} | {cell(r, 'cpu_seconds')} | "
+              f"{cell(r, 'peak_rss_mb')} | {cell(r, 'load_average_1min')} | {cell(r, 'report_mb', '{:.2f}')} | "
+              f"{r.get('note', '')} |" for r in rows]
+    idle = [r for r in rows if r["pairs"] == 600 and r.get("size") == 512 and r.get("methods", 2) == 2
+            and r.get("load_average_1min") is not None and r["load_average_1min"] < IDLE_LOAD]
+    if idle:
+        last = idle[-1]
+        met = last["seconds"] <= ERRORS_TARGET_S
+        lines += ["", f"Latest idle row ({last['time']}): {last['seconds']:.1f} s wall, "
+                  + (f"within the {ERRORS_TARGET_S:.0f} s target." if met else
+                     f"over the {ERRORS_TARGET_S:.0f} s target by {last['seconds'] - ERRORS_TARGET_S:.1f} s.")]
+    return lines
+
+
 STATIC_TAIL = """
 ## Committed predictions: chapters 06 and 07 without training
 
@@ -293,7 +335,7 @@ def render(results: Path) -> str:
             "(`tests/test_results_page.py` fails when this page and the files differ).", ""]
     body = (table1_section(results) + seed_study_section(results) + swap_section(results)
             + retrained_section(results) + sweep_section(results) + dynamics_section(results)
-            + bf16_section(results))
+            + bf16_section(results) + errors_bench_section(results))
     return "\n".join(head + body) + "\n" + STATIC_TAIL
 
 

@@ -32,16 +32,39 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "results" / "text-dynamics"
+OUT = REPO / "results" / "text-dynamics"  # the reference runs (chapter 05's setting)
+OUT_INTERVENTIONS = REPO / "results" / "text-interventions"  # runs with an intervention (ours)
 VAL_PAIRS = 16  # ours: the first 16 val pairs (sorted names) for (a), (b); (d) scores every val pair
 
 
-def train_config(run: str, seed: int, epochs: int, every: int):
-    """Chapter 05's TrainConfig for TextSCD on the embedded mini-SECOND (native 128², batch 8, lr 0.1)."""
+def train_config(args):
+    """Chapter 05's TrainConfig for TextSCD on the embedded mini-SECOND (native 128², batch 8, lr 0.1), with
+    the intervention ``args`` asks for (each ours, none the paper's): ``--tgi-lr-scale``, ``--zero-init-tgi``,
+    ``--text-encoder``."""
     from textscd_lib.engine.trainer import TrainConfig
-    return TrainConfig(data_root="", run=run, model="textscd", captions="oracle", text_encoder="auto",
-                       image_weights="auto", epochs=epochs, batch_size=8, lr=0.1, size=None, device="cpu",
-                       seed=seed, max_steps_per_epoch=None, resume=True, stop_after=every)
+    return TrainConfig(data_root="", run=args.run, model="textscd", captions="oracle",
+                       text_encoder=args.text_encoder, image_weights="auto", epochs=args.epochs, batch_size=8,
+                       lr=0.1, size=None, device="cpu", seed=args.seed, max_steps_per_epoch=None, resume=True,
+                       stop_after=args.every, tgi_lr_scale=args.tgi_lr_scale, zero_init_tgi=args.zero_init_tgi)
+
+
+def intervention(args) -> str:
+    """The run's departure from chapter 05's setting, in words ("none" for the study's reference runs)."""
+    parts = []
+    if args.tgi_lr_scale != 1.0:
+        parts.append(f"TGI lr x{args.tgi_lr_scale:g}")
+    if args.zero_init_tgi:
+        parts.append("TGI output projections zero at the start")
+    if args.text_encoder != "auto":
+        parts.append(f"text encoder {args.text_encoder}")
+    return ", ".join(parts) or "none"
+
+
+def option_args(args) -> list[str]:
+    """The command-line options that define the run (handed on to the measuring child)."""
+    out = ["--run", args.run, "--seed", str(args.seed), "--epochs", str(args.epochs), "--every", str(args.every),
+           "--tgi-lr-scale", str(args.tgi_lr_scale), "--text-encoder", args.text_encoder]
+    return out + (["--zero-init-tgi"] if args.zero_init_tgi else [])
 
 
 def snapshot(cfg) -> tuple[int, Path]:
@@ -59,7 +82,7 @@ def snapshot(cfg) -> tuple[int, Path]:
 def train_loop(args) -> int:
     """Train chunk by chunk; after each chunk snapshot and measure (in a child process)."""
     from textscd_lib.course.pipeline import train_pipeline
-    cfg = train_config(args.run, args.seed, args.epochs, args.every)
+    cfg = train_config(args)
     until = min(args.until or args.epochs, args.epochs)
     while True:
         last = cfg.checkpoint_dir() / "last.pt"
@@ -70,8 +93,7 @@ def train_loop(args) -> int:
         result = train_pipeline(cfg, export=False)
         epoch, path = snapshot(cfg)
         print(f"trained to epoch {epoch} ({result['steps']} steps)", flush=True)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", "--run", args.run,
-               "--seed", str(args.seed), "--epochs", str(args.epochs), "--every", str(args.every)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", *option_args(args)]
         rc = subprocess.call(cmd)
         if rc != 0:
             print(f"measurement of epoch {epoch} failed (exit {rc}); training goes on", flush=True)
@@ -88,6 +110,10 @@ def main(argv=None) -> int:
     p.add_argument("--run", default=None, help="run name (default dyn-s<seed>)")
     p.add_argument("--until", type=int, default=None,
                    help="stop after this epoch (the lr schedule stays that of --epochs: a prefix of the full run)")
+    p.add_argument("--tgi-lr-scale", type=float, default=1.0, help="intervention: TGI lr multiplier (ours)")
+    p.add_argument("--zero-init-tgi", action="store_true", help="intervention: TGI output projections zeroed")
+    p.add_argument("--text-encoder", default="auto",
+                   help="intervention: text encoder of the captions (auto = MiniLM offline; clip-random)")
 
     p.add_argument("--measure", action="store_true", help="measure every snapshot not yet in the jsonl")
     p.add_argument("--plot", action="store_true", help="draw results/text-dynamics/text-dynamics.png")
@@ -159,7 +185,8 @@ def caption_features(model, root, run_path, names):
     from textscd_lib.engine.predictions import lazy_text_encoder, text_features_for
     enc_name = model.checkpoint["text_features"]
     caps, _ = caption_sets(root, run_path, names, ["oracle", "shuffled", "empty"], seed=0)
-    encoder = lazy_text_encoder(enc_name)
+    # loaded as the run asked for it ("clip-random": CLIP's architecture with the same seeded random weights)
+    encoder = lazy_text_encoder(model.checkpoint["config"].get("text_encoder", "auto"))
     return {s: text_features_for(run_path, enc_name, s, c, encoder) for s, c in caps.items()}
 
 
@@ -194,8 +221,8 @@ def measure_one(ck_path: Path, run_path: Path) -> dict:
 def measure_all(args) -> int:
     """Measure every ``epoch-NNN.pt`` snapshot of the run not yet in its jsonl."""
     from textscd_lib.common.runs import run_dir
-    cfg = train_config(args.run, args.seed, args.epochs, args.every)
-    out = OUT / f"{args.run}.jsonl"
+    cfg = train_config(args)
+    out = (OUT if intervention(args) == "none" else OUT_INTERVENTIONS) / f"{args.run}.jsonl"
     done = measured_epochs(out)
     torch.manual_seed(0)
     for ck in sorted(cfg.checkpoint_dir().glob("epoch-*.pt")):
@@ -206,6 +233,7 @@ def measure_all(args) -> int:
         row = measure_one(ck, run_dir(args.run))
         append_line(out, {"epoch": epoch, "seed": args.seed, "run": args.run,
                           "setting": "mini-SECOND 128px, batch 8, lr 0.1, oracle captions, chapter 05 defaults",
+                          "intervention": intervention(args),
                           "epochs_planned": args.epochs, **row, "measure_s": round(time.perf_counter() - t0, 1)})
         print(f"epoch {epoch}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0

@@ -175,7 +175,7 @@ def analyse_folders(pred: str | Path, gt: str | Path, compare: str | Path | None
     costs = _costs(tiles, comps, pooled, methods, sum(r[2] for r in results), binary)
     ranking = rank_tiles(tiles[methods[0]], rank_by, compare=tiles.get(names[1]))
     gallery = _gallery(ranking.index[:top], m, gt_dir, tiles, comps, caps, names, compare is not None)
-    browser = _browser(comps, m, gt_dir, methods)
+    browser = _browser(comps, m, gt_dir, methods, workers)
     details = {n: _details(n, comps[methods[0]], caps) for n in tiles[methods[0]].index}
     table = _tile_table(tiles, methods)
     page = R.render(f"False detections: {' vs '.join(methods)}", facts, summaries(tiles, comps, scores, methods),
@@ -276,36 +276,51 @@ def _method_lines(p: dict, t: pd.DataFrame, c: pd.DataFrame, binary: bool) -> di
             .value_counts().to_dict()}
 
 
-def _browser(comps: dict, m: list, gt_dir: Path, methods: list[str]) -> pd.DataFrame:
+def _browser(comps: dict, m: list, gt_dir: Path, methods: list[str], workers: int = 1) -> pd.DataFrame:
     """The component browser's rows: per method and error type the :data:`BROWSER_ROWS` largest components,
-    the :data:`CROPS_PER_TYPE` largest of them with a crop strip (``crop``: a data URI, else "")."""
-    parts = []
+    the :data:`CROPS_PER_TYPE` largest of them with a crop strip (``crop``: a data URI, else ""). The strips
+    are cut tile by tile (each tile's images and truth decoded once for both methods), over ``workers``."""
+    parts, want = [], {}
     for k, meth in enumerate(methods):
         c = comps[meth].assign(method=meth, type=(comps[meth]["error"] + " " + comps[meth]["kind"].fillna(""))
                                .str.strip(), crop="")
         c = c.sort_values(["type", "area", "tile", "id"], ascending=[True, False, True, True], kind="stable")
-        c = c.groupby("type", sort=False).head(BROWSER_ROWS)
+        c = c.groupby("type", sort=False).head(BROWSER_ROWS).reset_index(drop=True)
         rank = c.groupby("type", sort=False).cumcount()
-        want = c[rank < CROPS_PER_TYPE]
-        for tile, rows in want.groupby("tile"):
-            label = read_truth(*m[0]["gt"][tile])
-            pred = read_prediction(m[k]["pred"][tile], label, m[k]["binary"])
-            im1, im2 = _images(gt_dir, tile, label[0].shape)
-            for i, r in rows.iterrows():
-                strip = G.component_strip(im1, im2, label, pred, (r.r0, r.c0, r.r1, r.c1), CROP_PX, m[k]["binary"])
-                c.at[i, "crop"] = R.data_uri(strip, quality=70)
+        for i, r in c[rank < CROPS_PER_TYPE].iterrows():
+            want.setdefault(r.tile, []).append((k, i, (r.r0, r.c0, r.r1, r.c1)))
         parts.append(c)
+    jobs = [(tile, m[0]["gt"][tile], gt_dir, [(m[k]["pred"][tile], m[k]["binary"]) for k in range(len(methods))],
+             boxes) for tile, boxes in sorted(want.items())]
+    for strips in _map(_crop_job, jobs, workers):
+        for k, i, uri in strips:
+            parts[k].at[i, "crop"] = uri
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _crop_job(job: tuple) -> list[tuple[int, int, str]]:
+    """The crop strips ``(method index, row, data URI)`` of one tile's components (a picklable pool job)."""
+    tile, gt_paths, img_dir, preds, boxes = job
+    label = read_truth(*gt_paths)
+    im1, im2 = _images(img_dir, tile, label[0].shape)
+    read = {k: read_prediction(preds[k][0], label, preds[k][1]) for k in {k for k, _, _ in boxes}}
+    return [(k, i, R.data_uri(G.component_strip(im1, im2, label, read[k], box, CROP_PX, preds[k][1]), quality=70))
+            for k, i, box in boxes]
+
+
+def _map(fn, jobs: list, workers: int, bar=lambda it: it) -> list:
+    """``[fn(job) for job in jobs]``, over ``workers`` processes when there are several (order kept)."""
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return list(bar(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (8 * workers)))))
+    return [fn(j) for j in bar(jobs)]
 
 
 def _run(jobs: list, workers: int, progress: bool) -> list:
     from tqdm import tqdm
 
     bar = (lambda it: tqdm(it, total=len(jobs), desc="tiles", unit="tile")) if progress else (lambda it: it)
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return list(bar(pool.map(_tile_job, jobs, chunksize=max(1, len(jobs) // (8 * workers)))))
-    return [_tile_job(j) for j in bar(jobs)]
+    return _map(_tile_job, jobs, workers, bar)
 
 
 def _gallery(tops, m, gt_dir, tiles, comps, caps, names, has_b):

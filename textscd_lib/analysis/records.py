@@ -108,9 +108,9 @@ def caption_naming(mentioned: set[str] | None, predicted: str, true: str) -> str
     return "both" if p and t else "predicted" if p else "true" if t else "neither"
 
 
-def _majority(lab: np.ndarray, n: int, codes: np.ndarray) -> np.ndarray:
-    on = lab > 0
-    counts = np.bincount(lab[on].astype(np.int64) * (N * N) + codes[on], minlength=(n + 1) * N * N).reshape(n + 1, N * N)
+def _majority(labels: np.ndarray, n: int, codes: np.ndarray) -> np.ndarray:
+    """Per component the most frequent code; ``labels`` (1..n) and ``codes`` are those of its pixels only."""
+    counts = np.bincount(labels * (N * N) + codes, minlength=(n + 1) * N * N).reshape(n + 1, N * N)
     return counts[1:].argmax(1)
 
 
@@ -171,19 +171,21 @@ class TileErrors:
 
 def _component_rows(ctx: dict, error: str, lab: np.ndarray, n: int, dist: np.ndarray | None) -> list[dict]:
     """One row per component of ``lab`` (one error of one tile); ``ctx`` holds the tile's maps and context."""
-    area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    at = np.flatnonzero(lab)                 # the components' pixels only: errors are a small part of a tile
+    labels = lab.ravel()[at].astype(np.int64)
+    area = np.bincount(labels, minlength=n + 1)[1:]
     slices = ndimage.find_objects(lab)
     dmin, dmax = np.full(n, np.nan), np.full(n, np.nan)
-    if dist is not None:
-        for i, sl in enumerate(slices):
-            d = dist[sl][lab[sl] == i + 1]
-            dmin[i], dmax[i] = d.min(), d.max()
-    p1, p2, l1, l2 = ctx["maps"]
+    if dist is not None and n:
+        order = np.argsort(labels, kind="stable")
+        d, starts = dist.ravel()[at][order], np.concatenate([[0], np.cumsum(area)[:-1]])
+        dmin, dmax = np.minimum.reduceat(d, starts), np.maximum.reduceat(d, starts)
+    p1, p2, l1, l2 = (x.ravel()[at] for x in ctx["maps"])
     on1 = (p1 != l1) if error == "wrong class" else (p1 > 0)
     on2 = (p2 != l2) if error == "wrong class" else (p1 > 0) & (p2 > 0)
-    first = np.bincount(lab.ravel(), weights=on1.ravel(), minlength=n + 1)[1:]
-    second = np.bincount(lab.ravel(), weights=on2.ravel(), minlength=n + 1)[1:]
-    ptr, ttr = _majority(lab, n, ctx["pcode"]), _majority(lab, n, ctx["tcode"])
+    first = np.bincount(labels, weights=on1, minlength=n + 1)[1:]
+    second = np.bincount(labels, weights=on2, minlength=n + 1)[1:]
+    ptr, ttr = (_majority(labels, n, ctx[k].ravel()[at].astype(np.int64)) for k in ("pcode", "tcode"))
     rows = []
     for i, sl in enumerate(slices):
         box = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)

@@ -54,7 +54,10 @@ FORMAT = "textscd-checkpoint/2"
 
 # trajectory-defining fields: a resume with other values would not continue the same run
 RESUME_KEYS = ("model", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "poly_power",
-               "size", "seed", "captions", "text_encoder", "width", "tail", "max_steps_per_epoch", "normalization")
+               "size", "seed", "captions", "text_encoder", "width", "tail", "max_steps_per_epoch", "normalization",
+               "tgi_lr_scale", "zero_init_tgi")
+# what a checkpoint written before an option existed was trained with (a missing key means this value)
+RESUME_DEFAULTS = {"tail": "paper", "tgi_lr_scale": 1.0, "zero_init_tgi": False}
 
 
 CONVERT = "textscd convert-checkpoint {path} --out NEW.pt"
@@ -239,7 +242,7 @@ def check_resume(ck: dict, cfg, path: Path, text_features=None, data_root: str |
     if "optimizer" not in ck or "rng" not in ck:
         raise CheckpointError(f"{path}: holds no optimizer/RNG state (a best.pt?): resume needs the run's last.pt")
     old = ck.get("config", {})
-    diff = {k: (old.get(k, "paper" if k == "tail" else None), getattr(cfg, k)) for k in RESUME_KEYS}
+    diff = {k: (old.get(k, RESUME_DEFAULTS.get(k)), getattr(cfg, k)) for k in RESUME_KEYS}
     diff = {k: ab for k, ab in diff.items() if ab[0] != ab[1]}
     now = None if text_features is None else text_features.captions_hash
     if ck.get("text_features_hash") and now and ck["text_features_hash"] != now:

@@ -60,6 +60,10 @@ class TrainConfig:
     image_weights: str | None = _opt("auto", "ResNet34 weights: auto, imagenet, random or a file", "opt_str")
     width: int = _opt(128, "decoder channel width", "pos_int")
     tail: str = _opt("paper", "decoder tail after stride 4 (docs/performance.md)", "str", choices=TAILS)
+    tgi_lr_scale: float = _opt(1.0, "learning-rate multiplier of the TGI parameters (ours, for the text-dynamics "
+                               "study; the paper trains every parameter at one lr)", "float")
+    zero_init_tgi: bool = _opt(False, "zero the TGI output projections at the start, so F_o = F_diff (ours, for the "
+                               "text-dynamics study; the paper says nothing of the TGI's initialisation)", "flag")
     epochs: int = _opt(50, "epochs (reference protocol: 50)", "pos_int")
     batch_size: int = _opt(8, "pairs per step, the global batch: under torchrun the ranks share it, each "
                            "taking batch_size / world (paper §4.1: 8)", "pos_int")

@@ -320,15 +320,30 @@ def _build(run: _Run) -> _Net:
     _seed_everything(cfg.seed)
     text_dim = run.text_features.dim if run.text_features is not None else 512
     model = build_model(cfg.model, text_dim=text_dim, weights=cfg.image_weights, width=cfg.width,
-                        tail=cfg.tail).to(run.device)
+                        zero_init_tgi=cfg.zero_init_tgi, tail=cfg.tail).to(run.device)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     text_subs = record_inputs(run.run_path, cfg.model, run.data_root, run.text_features, model.substitutes,
                               run.writer)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(param_groups(model, cfg.tgi_lr_scale), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     return _Net(model=model, opt=opt, aug_gen=torch.Generator(device="cpu"), text_dim=text_dim,
                 substitutes=[*model.substitutes, *text_subs])
+
+
+def param_groups(model: torch.nn.Module, tgi_lr_scale: float = 1.0) -> list[dict]:
+    """The optimiser's parameter groups, each with the ``lr_scale`` its step multiplies the scheduled lr by:
+    one group at scale 1 (the paper's recipe), or the TGI parameters apart at ``tgi_lr_scale`` (ours)."""
+    if tgi_lr_scale <= 0:
+        raise ValueError(f"tgi_lr_scale must be > 0, got {tgi_lr_scale}")
+    tgi = getattr(model, "tgi", None)
+    if tgi_lr_scale == 1.0 or tgi is None:
+        if tgi_lr_scale != 1.0:
+            raise ValueError(f"tgi_lr_scale={tgi_lr_scale}: this model has no TGI (a Baseline?)")
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    ids = {id(p) for p in tgi.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": list(tgi.parameters()), "lr_scale": tgi_lr_scale}]
 
 
 def _resume(run: _Run, ck: dict | None, net: _Net) -> _State:
@@ -413,7 +428,7 @@ def _sgd_step(net: _Net, batch: dict, feats, lr: float) -> tuple[torch.Tensor, t
     """One optimiser step at learning rate ``lr``; returns the loss and its parts (:data:`PARTS`) on the device,
     without a host sync."""
     for g in net.opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     out = forward_batch(net.run_model, batch, feats, net.autocast)
     loss, parts = total_loss(out, batch, as_float=False)
     net.opt.zero_grad(set_to_none=True)
