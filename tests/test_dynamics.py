@@ -49,3 +49,27 @@ def test_onset_is_the_first_epoch_from_which_every_later_gap_reaches_the_noise()
     assert reading_onset(df, lambda e: 1.0) == {0: 12, 1: None}
     # the noise may depend on the epoch: a larger early noise moves nothing here, a larger late one does
     assert reading_onset(df, lambda e: 1.3 if e >= 12 else 1.0) == {0: 15, 1: None}
+
+
+def _runs(name: str, seed: int, epochs: list[int], gaps: list[float]) -> pd.DataFrame:
+    n = len(epochs)
+    return pd.DataFrame({"intervention": [name] * n, "seed": [seed] * n, "epoch": epochs, "gap_empty": gaps,
+                         "entropy": [0.99] * n, "grad_ratio": [0.05] * n, "sek_oracle": [50.0 + e for e in epochs]})
+
+
+def test_an_intervention_is_judged_against_the_reference_of_its_seed_cut_to_its_horizon():
+    from textscd_lib.analysis.dynamics import compare_interventions
+    ref = pd.concat([_runs("none", 0, [3, 6, 8, 11, 14], [0.0, 0.1, 0.2, 1.5, 1.6]),
+                     _runs("none", 1, [3, 6, 8, 11, 14], [0.0, 0.1, 1.2, 1.3, 0.0])])
+    runs = pd.concat([_runs("fast", 0, [3, 6, 9, 12], [0.0, 1.2, 1.4, 2.0]),    # reads from 6; reference not at 8
+                      _runs("slow", 0, [3, 6, 9, 12], [0.0, 0.0, 0.1, 0.2]),    # not at 12; reference from 11
+                      _runs("same", 0, [3, 6, 9, 12], [0.0, 0.1, 0.3, 1.1]),    # from 12: the grids cannot tell
+                      _runs("fast", 1, [3, 6, 9, 12], [1.1, 1.2, 1.4, 2.0])])
+    t = compare_interventions(ref, runs, lambda e: 1.0).set_index(["intervention", "seed"])
+    assert t.loc[("fast", 0), "verdict"] == "reads earlier" and t.loc[("fast", 0), "onset"] == 6
+    assert t.loc[("slow", 0), "verdict"] == "reads later" and pd.isna(t.loc[("slow", 0), "onset"])
+    assert t.loc[("same", 0), "verdict"] == "no difference these measurements can show"
+    assert t.loc[("fast", 0), "reference gaps"] == "3:+0.00 6:+0.10 8:+0.20 11:+1.50"   # epoch 14 is cut
+    assert t.loc[("fast", 0), "reference onset"] == 11 and t.loc[("fast", 0), "reference epoch"] == 11
+    # seed 1's reference reads from 8 on within the horizon 12 (its fall at 14 is beyond it): fast reads from 3
+    assert t.loc[("fast", 1), "reference onset"] == 8 and t.loc[("fast", 1), "verdict"] == "reads earlier"

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from textscd_lib.analysis.ablation import seed_noise  # noqa: E402
-from textscd_lib.analysis.dynamics import load_dynamics, reading_onset  # noqa: E402
+from textscd_lib.analysis.dynamics import compare_interventions, load_dynamics, reading_onset  # noqa: E402
 
 PAGE = ROOT / "docs" / "results.md"
 RUNS = {"demo": "CPU, 6 epochs, 128²", "cpu-30ep": "CPU, 30 epochs, 128²", "cpu-30ep-seed1": "as cpu-30ep, SEED 1"}
@@ -226,6 +226,38 @@ def dynamics_section(results: Path) -> list[str]:
     return lines + reproduction_lines(results, df)
 
 
+def interventions_section(results: Path) -> list[str]:
+    """Every intervention run (``results/text-interventions/``) against the reference run of its seed."""
+    folder, ref_folder = results / "text-interventions", results / "text-dynamics"
+    if not folder.is_dir() or not any(folder.glob("*.jsonl")) or not ref_folder.is_dir():
+        return []
+    t = compare_interventions(load_dynamics(ref_folder), load_dynamics(folder), seed_noise)
+    lines = ["", "## Interventions on the text path (ours)", "",
+             "Each run changes one thing in chapter 05's setting (none of them is the paper's; "
+             "[text-dynamics.md](text-dynamics.md#interventions) says why each was chosen and which were not run), "
+             "trained as a prefix of the 30-epoch schedule and measured like the reference runs "
+             "(`results/text-interventions/`). Each is judged against the reference run of its seed cut to the "
+             "same horizon, by the onset rule above: *reads earlier* when it reads at every measurement from an "
+             "epoch at which the reference was measured not reading; *reads later* when it was measured not "
+             "reading at or after the epoch from which the reference reads.", "",
+             "| intervention | seed | oracle − empty by epoch | reference, same seed | onset | reference onset | "
+             "verdict | attention entropy | SeK (oracle) | reference SeK (epoch) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def onset(v):
+        return "none" if v is None or v != v else str(int(v))
+    lines += [f"| {r['intervention']} | {r['seed']} | {r['gaps']} | {r['reference gaps']} | {onset(r['onset'])} | "
+              f"{onset(r['reference onset'])} | {r['verdict']} | {r['entropy']:.4f} | {r['sek_oracle']:.2f} | "
+              f"{r['reference sek_oracle']:.2f} ({r['reference epoch']}) |" for _, r in t.iterrows()]
+    lines.append("")
+    for name, g in t.groupby("intervention"):
+        verdicts = sorted(set(g.verdict))
+        agree = f"in every seed: {verdicts[0]}" if len(verdicts) == 1 else "the seeds disagree: " + "; ".join(
+            f"seed {r.seed} {r.verdict}" for r in g.itertuples())
+        lines.append(f"- {name} ({len(g)} seeds, up to epoch {int(g.horizon.max())}): {agree}.")
+    return lines
+
+
 def reproduction_lines(results: Path, df) -> list[str]:
     """The dynamics run of seed 0 at epoch 30 is cpu-30ep's TextSCD setting: its oracle SeK against the run's."""
     last = df[(df.seed == 0) & (df.epoch == 30)]
@@ -335,7 +367,7 @@ def render(results: Path) -> str:
             "(`tests/test_results_page.py` fails when this page and the files differ).", ""]
     body = (table1_section(results) + seed_study_section(results) + swap_section(results)
             + retrained_section(results) + sweep_section(results) + dynamics_section(results)
-            + bf16_section(results) + errors_bench_section(results))
+            + interventions_section(results) + bf16_section(results) + errors_bench_section(results))
     return "\n".join(head + body) + "\n" + STATIC_TAIL
 
 

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["run", "seed", "epoch", "tgi_share", "tgi_vs_empty", "entropy", "grad_ratio", "sek_oracle",
+COLUMNS = ["run", "intervention", "seed", "epoch", "tgi_share", "tgi_vs_empty", "entropy", "grad_ratio", "sek_oracle",
            "gap_empty", "gap_shuffled"]
 
 
 def _row(rec: dict, source: Path, line: int) -> dict:
     """One measurement as a flat row (per-level values averaged over the levels)."""
     try:
-        return {"run": rec["run"], "seed": int(rec["seed"]), "epoch": int(rec["epoch"]),
+        return {"run": rec["run"], "intervention": str(rec.get("intervention", "none")), "seed": int(rec["seed"]),
+                "epoch": int(rec["epoch"]),
                 "tgi_share": float(np.mean(list(rec["tgi_share"].values()))),
                 "tgi_vs_empty": float(np.mean(list(rec["tgi_vs_empty"].values()))),
                 "entropy": float(np.mean(list(rec["attention_entropy"].values()))),
@@ -52,12 +53,12 @@ def load_dynamics(folder: str | Path) -> pd.DataFrame:
     return df.sort_values(["seed", "epoch"]).reset_index(drop=True)
 
 
-def reading_onset(df: pd.DataFrame, noise: Callable[[int], float]) -> dict[int, int | None]:
-    """Per seed, the first measured epoch from which TextSCD reads its caption at every later measurement: oracle
-    captions score at least ``noise(epoch)`` SeK above empty ones (our rule). None when no such epoch was
-    measured."""
+def reading_onset(df: pd.DataFrame, noise: Callable[[int], float], by="seed") -> dict:
+    """Per seed (or per value of the columns ``by``), the first measured epoch from which TextSCD reads its
+    caption at every later measurement: oracle captions score at least ``noise(epoch)`` SeK above empty ones (our
+    rule). None when no such epoch was measured."""
     out = {}
-    for seed, g in df.groupby("seed"):
+    for seed, g in df.groupby(by):
         g = g.sort_values("epoch")
         reads = [gap >= noise(int(e)) for e, gap in zip(g.epoch, g.gap_empty)]
         onset = None
@@ -65,8 +66,63 @@ def reading_onset(df: pd.DataFrame, noise: Callable[[int], float]) -> dict[int, 
             if not reads[k]:
                 break
             onset = int(g.epoch.iloc[k])
-        out[int(seed)] = onset
+        out[int(seed) if by == "seed" else seed] = onset
     return out
+
+
+def _not_reading(g: pd.DataFrame, noise: Callable[[int], float]) -> int | None:
+    """The last measured epoch at which oracle captions do not beat empty ones by the noise (None: none)."""
+    miss = [int(e) for e, gap in zip(g.epoch, g.gap_empty) if gap < noise(int(e))]
+    return max(miss) if miss else None
+
+
+def compare_interventions(ref: pd.DataFrame, runs: pd.DataFrame, noise: Callable[[int], float]) -> pd.DataFrame:
+    """One row per (intervention, seed) of ``runs`` against the reference run of the same seed (``ref``, cut to the
+    intervention's last measured epoch, so both have the same horizon), judged by :func:`reading_onset`'s rule.
+    ``verdict`` (our rule, the measured epochs of the two runs differ): *reads earlier* when the intervention reads
+    at every measurement from an epoch at which the reference was measured not reading; *reads later* when it was
+    measured not reading at or after the epoch from which the reference reads; otherwise *no difference these
+    measurements can show*."""
+    rows = []
+    for (name, seed), g in runs.groupby(["intervention", "seed"], sort=True):
+        g = g.sort_values("epoch")
+        horizon = int(g.epoch.max())
+        r = ref[(ref.seed == seed) & (ref.epoch <= horizon)].sort_values("epoch")
+        on, ref_on = (reading_onset(x, noise).get(int(seed)) if len(x) else None for x in (g, r))
+        ref_not, off = (_not_reading(x, noise) for x in (r, g))
+        if on is not None and ref_not is not None and on <= ref_not:
+            verdict = "reads earlier"
+        elif ref_on is not None and off is not None and off >= ref_on:
+            verdict = "reads later"
+        else:
+            verdict = "no difference these measurements can show"
+        last, ref_last = g.iloc[-1], (r.iloc[-1] if len(r) else None)
+        rows.append({"intervention": name, "seed": int(seed), "horizon": horizon,
+                     "gaps": " ".join(f"{int(e)}:{v:+.2f}" for e, v in zip(g.epoch, g.gap_empty)),
+                     "reference gaps": " ".join(f"{int(e)}:{v:+.2f}" for e, v in zip(r.epoch, r.gap_empty)),
+                     "onset": on, "reference onset": ref_on, "verdict": verdict,
+                     "entropy": float(last.entropy), "grad_ratio": float(last.grad_ratio),
+                     "sek_oracle": float(last.sek_oracle),
+                     "reference sek_oracle": float(ref_last.sek_oracle) if ref_last is not None else float("nan"),
+                     "reference epoch": int(ref_last.epoch) if ref_last is not None else None})
+    return pd.DataFrame(rows)
+
+
+def plot_interventions(ref: pd.DataFrame, runs: pd.DataFrame, noise: Callable[[int], float], axes) -> None:
+    """Per seed one panel: oracle − empty SeK over epochs for the reference run (cut to the interventions' horizon)
+    and each intervention, with the ± noise band."""
+    horizon = int(runs.epoch.max())
+    for ax, seed in zip(axes, sorted(runs.seed.unique())):
+        r = ref[(ref.seed == seed) & (ref.epoch <= horizon)]
+        ax.plot(r.epoch, r.gap_empty, "ko-", lw=2, label="reference (chapter 05's setting)")
+        for name, g in runs[runs.seed == seed].groupby("intervention"):
+            ax.plot(g.epoch, g.gap_empty, "o--", label=name)
+        epochs = sorted(set(r.epoch) | set(runs.epoch))
+        ax.fill_between(epochs, [-noise(e) for e in epochs], [noise(e) for e in epochs], color="0.85",
+                        label="± seed noise")
+        ax.set(title=f"seed {seed}: val SeK, oracle minus empty captions", xlabel="epoch", ylabel="SeK points")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
 
 
 def plot_dynamics(df: pd.DataFrame, noise: Callable[[int], float], axes) -> None:
