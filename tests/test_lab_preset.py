@@ -69,6 +69,27 @@ def test_a_run_in_progress_has_no_finished_record(tmp_path):
     assert finished_record(run)["notebooks"][0]["seconds"] == 3.0
 
 
+def test_a_new_series_keeps_the_finished_record_it_replaces_and_chapter_00_reads_that(tmp_path):
+    """make demo: while the new run rewrites run.json, the previous finished record is what chapter 00 quotes."""
+    from textscd_lib.course.runrecord import PREVIOUS, finished_record, keep_previous
+
+    run = tmp_path / "demo"
+    run.mkdir()
+    done = {"status": "ok", "notebooks": [{"notebook": "00_overview.ipynb", "status": "ok", "seconds": 3.0}]}
+    (run / "run.json").write_text(json.dumps(done))
+    keep_previous(run)                                                 # the runner, as a whole series starts
+    running = {"status": "running", "notebooks": [{"notebook": "00_overview.ipynb", "status": "running"}]}
+    (run / "run.json").write_text(json.dumps(running))
+    kept = finished_record(run)
+    assert kept["record_file"] == PREVIOUS and kept["notebooks"][0]["seconds"] == 3.0
+    assert finished_record(run, previous=False) is None
+    keep_previous(run)                                                 # a killed run left "running": kept stays
+    assert json.loads((run / PREVIOUS).read_text())["notebooks"][0]["seconds"] == 3.0
+    (run / PREVIOUS).write_text("{")
+    with pytest.raises(RunError, match=PREVIOUS):
+        finished_record(run)
+
+
 def test_the_committed_lab_run_used_the_preset_and_fits_the_lab():
     """results/lab/ is `textscd run --run-name lab --params lab` on the project's 2-core machine: every chapter ran,
     with the preset's parameters, within 25 minutes in all; chapter 00 and the README quote its times."""

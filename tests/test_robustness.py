@@ -217,6 +217,21 @@ def test_a_rerun_that_changes_a_parameter_marks_the_other_chapters_declaring_it_
     assert meta["status"] == "incomplete" and meta["stale"] == ["01_a.ipynb"] and meta["missing"] == []
 
 
+def test_a_whole_series_run_again_keeps_the_finished_record_it_replaces(tmp_path):
+    from textscd_lib.course import runner
+    from textscd_lib.course.runrecord import PREVIOUS, finished_record
+
+    books, res = _series(tmp_path), tmp_path / "res"
+    runner.run_series({"EPOCHS": 3}, run_name="t", fast=True, results_root=res, notebooks_dir=books, only=["01"])
+    assert not (res / "t" / PREVIOUS).exists()              # an --only rerun of an unfinished run keeps nothing
+    runner.run_series({"EPOCHS": 3}, run_name="t", fast=True, results_root=res, notebooks_dir=books)
+    first = json.loads((res / "t/run.json").read_text())
+    runner.run_series({"EPOCHS": 4}, run_name="t", fast=True, results_root=res, notebooks_dir=books)
+    kept = json.loads((res / "t" / PREVIOUS).read_text())
+    assert kept == first and kept["parameters"] == {"EPOCHS": 3}
+    assert finished_record(res / "t")["parameters"] == {"EPOCHS": 4}   # the new record, once it has finished
+
+
 @pytest.mark.parametrize("params, words", [({"EPOCHS": "ten"}, ["EPOCHS", "'ten' is a str", "int or None"]),
                                            ({"LR": "0.1"}, ["LR", "is a str", "float"]),
                                            ({"SLEEP": True}, ["SLEEP", "True is a bool"])])

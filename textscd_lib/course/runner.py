@@ -30,7 +30,13 @@ from textscd_lib.common.lock import run_lock
 from textscd_lib.common.paths import HOME_ENV, RESULTS_ENV, home
 from textscd_lib.common.runs import reset_substitutes, run_dir
 from textscd_lib.course import env, tidy
-from textscd_lib.course.runrecord import RUNNER_PARAMETERS, RunError, read_run_json, write_run_json
+from textscd_lib.course.runrecord import (
+    RUNNER_PARAMETERS,
+    RunError,
+    keep_previous,
+    read_run_json,
+    write_run_json,
+)
 
 # the folder holding the package: in a checkout, where the committed runs are (analysis.ablation.committed_run);
 # used only to print paths under it relative to it in executed copies
@@ -215,6 +221,7 @@ def _run_locked(params, run_name, fast, only, kernel_name, out, books, series, d
 
     if only is None:  # a whole series records its substitutes afresh (single chapters add to the record)
         reset_substitutes(out)
+        keep_previous(out)  # the finished record it replaces stays readable (chapter 00 quotes its times)
     previous = read_run_json(out) if only is not None else None
     report = RunReport(run=run_name, path=out)
     meta = {

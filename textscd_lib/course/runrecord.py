@@ -117,14 +117,39 @@ def chapter_times(run_json: str | Path | dict) -> dict[str, float]:
     return times
 
 
-def finished_record(run_path: str | Path) -> dict | None:
-    """The run's record when the run finished (status ok, a time for every chapter it ran), else None: a run
-    still in progress - the very run that asks, when ``make demo`` rewrites ``results/demo`` - has no times yet."""
-    record = read_run_json(Path(run_path))
+PREVIOUS = "previous-run.json"   # a run folder's last finished record, kept when a whole series starts again
+
+
+def _finished(record: dict | None) -> bool:
     entries = (record or {}).get("notebooks", [])
-    if not record or record.get("status") != "ok" or not entries or not all("seconds" in e for e in entries):
-        return None
-    return record
+    return bool(record) and record.get("status") == "ok" and bool(entries) and all("seconds" in e for e in entries)
+
+
+def keep_previous(out: Path) -> None:
+    """Before a whole series rewrites ``out/run.json``: keep the finished record there as :data:`PREVIOUS`
+    (a record not finished, or none, leaves the kept one as it is)."""
+    record = read_run_json(out)
+    if _finished(record):
+        atomic_write_json(out / PREVIOUS, record)
+
+
+def finished_record(run_path: str | Path, previous: bool = True) -> dict | None:
+    """The run's record when the run finished (status ok, a time for every chapter it ran). A run still in
+    progress - the very run that asks, when ``make demo`` rewrites ``results/demo`` - has no times yet: then
+    (``previous``) the run folder's previous finished record (:data:`PREVIOUS`, with ``"record_file"`` naming it),
+    else None."""
+    record = read_run_json(Path(run_path))
+    if _finished(record):
+        return record
+    kept = Path(run_path) / PREVIOUS
+    if previous and kept.is_file():
+        try:
+            old = json.loads(kept.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RunError(f"{kept}: not valid JSON ({e}); delete it") from e
+        if _finished(old):
+            return {**old, "record_file": PREVIOUS}
+    return None
 
 
 def lab_route(times: dict[str, float], measured: dict[str, float] | None = None) -> list[dict]:
