@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,9 +42,9 @@ def _copy_results(tmp_path: Path) -> Path:
         if src.is_file():
             (dest / "benchmarks").mkdir(exist_ok=True)
             shutil.copyfile(src, dest / "benchmarks" / name)
-    text_dynamics = ROOT / "results" / "text-dynamics"
-    if text_dynamics.is_dir():
-        shutil.copytree(text_dynamics, dest / "text-dynamics")
+    for folder in ("text-dynamics", "text-interventions"):
+        if (ROOT / "results" / folder).is_dir():
+            shutil.copytree(ROOT / "results" / folder, dest / folder)
     return dest
 
 
@@ -107,3 +109,28 @@ def test_the_errors_benchmark_verdict_follows_the_latest_idle_row(tmp_path):
     crowded = page({**idle, "seconds": 65.0, "load_average_1min": 0.5}, {**idle, "seconds": 30.0,
                                                                          "load_average_1min": 7.0})
     assert "over the 60 s target" in crowded and "| 30.0 |" in crowded   # listed, not judged: not idle
+
+
+def test_an_intervention_line_says_whether_its_seeds_agree(tmp_path):
+    tool = _tool()
+    results = _copy_results(tmp_path)
+    folder = results / "text-interventions"
+    if not folder.is_dir():
+        pytest.skip("no intervention runs committed")
+    path = sorted(folder.glob("*-s1.jsonl"))[0]
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    name = rows[0]["intervention"]
+    for r in rows:                                   # seed 1 made to read from its first measurement on
+        r["gap_empty"] = 10.0
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    seed0 = [json.loads(x) for x in (folder / path.name.replace("-s1", "-s0")).read_text().splitlines() if x]
+    for r in seed0:
+        r["gap_empty"] = 10.0
+    (folder / path.name.replace("-s1", "-s0")).write_text("".join(json.dumps(r) + "\n" for r in seed0))
+    page = "\n".join(tool.interventions_section(results))
+    assert f"- {name} (2 seeds, up to epoch" in page and "in every seed: reads earlier" in page
+    for r in seed0:
+        r["gap_empty"] = -10.0
+    (folder / path.name.replace("-s1", "-s0")).write_text("".join(json.dumps(r) + "\n" for r in seed0))
+    page = "\n".join(tool.interventions_section(results))
+    assert "the seeds disagree: seed 0 " in page and "; seed 1 reads earlier." in page

@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -241,13 +243,14 @@ def interventions_section(results: Path) -> list[str]:
              "epoch at which the reference was measured not reading; *reads later* when it was measured not "
              "reading at or after the epoch from which the reference reads.", "",
              "| intervention | seed | oracle − empty by epoch | reference, same seed | onset | reference onset | "
-             "verdict | attention entropy | SeK (oracle) | reference SeK (epoch) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "verdict | attention entropy | TGI share, levels 1/2/3 | reference's | SeK (oracle) | "
+             "reference SeK (epoch) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def onset(v):
-        return "none" if v is None or v != v else str(int(v))
+        return "none" if pd.isna(v) else str(int(v))
     lines += [f"| {r['intervention']} | {r['seed']} | {r['gaps']} | {r['reference gaps']} | {onset(r['onset'])} | "
-              f"{onset(r['reference onset'])} | {r['verdict']} | {r['entropy']:.4f} | {r['sek_oracle']:.2f} | "
+              f"{onset(r['reference onset'])} | {r['verdict']} | {r['entropy']:.4f} | {r['tgi_share_levels']} | "
+              f"{r['reference tgi_share_levels']} | {r['sek_oracle']:.2f} | "
               f"{r['reference sek_oracle']:.2f} ({r['reference epoch']}) |" for _, r in t.iterrows()]
     lines.append("")
     for name, g in t.groupby("intervention"):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["run", "intervention", "seed", "epoch", "tgi_share", "tgi_vs_empty", "entropy", "grad_ratio", "sek_oracle",
-           "gap_empty", "gap_shuffled"]
+           "gap_empty", "gap_shuffled", "tgi_share_levels"]
 
 
 def _row(rec: dict, source: Path, line: int) -> dict:
@@ -29,7 +29,8 @@ def _row(rec: dict, source: Path, line: int) -> dict:
                 "tgi_vs_empty": float(np.mean(list(rec["tgi_vs_empty"].values()))),
                 "entropy": float(np.mean(list(rec["attention_entropy"].values()))),
                 "grad_ratio": float(rec["grad"]["ratio"]), "sek_oracle": float(rec["sek"]["oracle"]),
-                "gap_empty": float(rec["gap_empty"]), "gap_shuffled": float(rec["gap_shuffled"])}
+                "gap_empty": float(rec["gap_empty"]), "gap_shuffled": float(rec["gap_shuffled"]),
+                "tgi_share_levels": "/".join(f"{rec['tgi_share'][k]:.2f}" for k in sorted(rec["tgi_share"]))}
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{source}:{line}: not a text-dynamics measurement ({type(e).__name__}: {e})") from None
 
@@ -102,10 +103,16 @@ def compare_interventions(ref: pd.DataFrame, runs: pd.DataFrame, noise: Callable
                      "reference gaps": " ".join(f"{int(e)}:{v:+.2f}" for e, v in zip(r.epoch, r.gap_empty)),
                      "onset": on, "reference onset": ref_on, "verdict": verdict,
                      "entropy": float(last.entropy), "grad_ratio": float(last.grad_ratio),
+                     "tgi_share_levels": last.get("tgi_share_levels", ""),
+                     "reference tgi_share_levels": ref_last.get("tgi_share_levels", "") if ref_last is not None else "",
                      "sek_oracle": float(last.sek_oracle),
                      "reference sek_oracle": float(ref_last.sek_oracle) if ref_last is not None else float("nan"),
                      "reference epoch": int(ref_last.epoch) if ref_last is not None else None})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    for k in ("onset", "reference onset", "reference epoch"):   # whole epochs, <NA> where there is none
+        if k in out:
+            out[k] = out[k].astype("Int64")
+    return out
 
 
 def plot_interventions(ref: pd.DataFrame, runs: pd.DataFrame, noise: Callable[[int], float], axes) -> None:
