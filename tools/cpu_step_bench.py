@@ -8,6 +8,7 @@ Appends one JSON line to results/benchmarks/cpu-step.jsonl with the machine (lsc
 CPU has avx512_bf16 / amx_bf16) and the load average before and after.
 
     OMP_NUM_THREADS=1 python tools/cpu_step_bench.py --repeats 3
+    OMP_NUM_THREADS=1 python tools/cpu_step_bench.py --compile --variants compile --models textscd   # one compile
 """
 from __future__ import annotations
 
@@ -97,10 +98,22 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="add torch.compile variants (fp32 and bf16)")
     p.add_argument("--size", type=int, default=128, help="tile size (128: the demo's; smaller for a quick check)")
     p.add_argument("--note", default="", help="what else ran on the machine (recorded)")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated subset of the variants to time (fp32 is always kept: the reference)")
+    p.add_argument("--models", default="textscd,baseline", help="comma-separated: textscd, baseline")
     args = p.parse_args(argv)
     load0 = os.getloadavg()
     variants = {**{v: (*f, False) for v, f in VARIANTS.items()}, **(COMPILED if args.compile else {})}
-    times, warm = bench(("textscd", "baseline"), args.repeats, args.steps, variants, args.size)
+    if args.variants:
+        wanted = {"fp32", *args.variants.split(",")}
+        unknown = wanted - set(variants)
+        if unknown:
+            p.error(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(variants)} (compile ones need --compile)")
+        variants = {v: f for v, f in variants.items() if v in wanted}
+    models = tuple(args.models.split(","))
+    if not set(models) <= {"textscd", "baseline"}:
+        p.error(f"--models: {args.models!r}; choose from textscd, baseline")
+    times, warm = bench(models, args.repeats, args.steps, variants, args.size)
     summary = {k: {v: {"s_per_step": statistics.median(t), "all": t,
                        "speed_vs_fp32": statistics.median(tv["fp32"]) / statistics.median(t),
                    "warmup_s": warm[k][v]}
