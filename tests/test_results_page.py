@@ -129,8 +129,11 @@ def test_an_intervention_line_says_whether_its_seeds_agree(tmp_path):
     (folder / path.name.replace("-s1", "-s0")).write_text("".join(json.dumps(r) + "\n" for r in seed0))
     page = "\n".join(tool.interventions_section(results))
     assert f"- {name} (2 seeds, up to epoch" in page and "in every seed: reads earlier" in page
-    for r in seed0:
-        r["gap_empty"] = -10.0
-    (folder / path.name.replace("-s1", "-s0")).write_text("".join(json.dumps(r) + "\n" for r in seed0))
-    page = "\n".join(tool.interventions_section(results))
-    assert "the seeds disagree: seed 0 " in page and "; seed 1 reads earlier." in page
+
+
+def test_seeds_that_contradict_each_other_are_told_apart_from_seeds_that_cannot_show_a_difference():
+    agreement = _tool().seed_agreement
+    assert agreement([(0, "reads later"), (1, "reads later")]) == "in every seed: reads later"
+    assert agreement([(0, "reads earlier"), (1, "reads later")]).startswith("the seeds disagree: seed 0 reads earlier")
+    none = "no difference these measurements can show"
+    assert agreement([(0, none), (1, "reads later")]) == f"per seed: seed 0 {none}; seed 1 reads later"

@@ -228,6 +228,18 @@ def dynamics_section(results: Path) -> list[str]:
     return lines + reproduction_lines(results, df)
 
 
+def seed_agreement(verdicts: list[tuple[int, str]]) -> str:
+    """One intervention's verdicts over its seeds in words: the same in every seed, a contradiction (one seed
+    reads earlier, another later), or per seed (one shows a difference, another cannot show one)."""
+    kinds = {v for _, v in verdicts}
+    per_seed = "; ".join(f"seed {s} {v}" for s, v in verdicts)
+    if len(kinds) == 1:
+        return f"in every seed: {next(iter(kinds))}"
+    if {"reads earlier", "reads later"} <= kinds:
+        return f"the seeds disagree: {per_seed}"
+    return f"per seed: {per_seed}"
+
+
 def interventions_section(results: Path) -> list[str]:
     """Every intervention run (``results/text-interventions/``) against the reference run of its seed."""
     folder, ref_folder = results / "text-interventions", results / "text-dynamics"
@@ -254,9 +266,7 @@ def interventions_section(results: Path) -> list[str]:
               f"{r['reference sek_oracle']:.2f} ({r['reference epoch']}) |" for _, r in t.iterrows()]
     lines.append("")
     for name, g in t.groupby("intervention"):
-        verdicts = sorted(set(g.verdict))
-        agree = f"in every seed: {verdicts[0]}" if len(verdicts) == 1 else "the seeds disagree: " + "; ".join(
-            f"seed {r.seed} {r.verdict}" for r in g.itertuples())
+        agree = seed_agreement([(r.seed, r.verdict) for r in g.itertuples()])
         lines.append(f"- {name} ({len(g)} seeds, up to epoch {int(g.horizon.max())}): {agree}.")
     return lines
 
