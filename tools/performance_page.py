@@ -325,13 +325,13 @@ def cpu_wall_block(results: Path) -> list[str]:
 def cpu_step_block(results: Path) -> list[str]:
     """``tools/cpu_step_bench.py`` records: fp32 seconds per step and each variant's speed-up over fp32."""
     rel = "benchmarks/cpu-step.jsonl"
-    variants = ("bf16", "channels_last", "bf16+cl")
-    lines = [f"{_src(results, rel)} (`tools/cpu_step_bench.py`; every row in order):", "",
-             "| when | machine, load before | model | fp32, s per step | bf16 | channels_last | both | note |",
-             "|---|---|---|---|---|---|---|---|"]
+    variants = ("bf16", "channels_last", "bf16+cl", "compile", "bf16+compile")
+    lines = [f"{_src(results, rel)} (`tools/cpu_step_bench.py`; every row in order; – = not timed in that row):", "",
+             "| when | machine, load before | model | fp32, s per step | bf16 | channels_last | both | "
+             "torch.compile | bf16 + compile | note |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in _rows(results / rel):
         m = r["machine"]
-        for model in MODELS:
+        for model in (x for x in MODELS if x in r["results"]):   # a row may time one model only
             v = r["results"][model]
             lines.append(f"| {r['when'][:16].replace('T', ' ')} | {m['cpu']}, {m['threads']} thread(s), "
                          f"{r['loadavg_before'][0]:.1f} | {NAMES[model]} | {v['fp32']['s_per_step']:.2f} | "
