@@ -83,12 +83,24 @@ def test_a_slow_latest_make_test_is_judged_over_its_target(tmp_path):
     tool = _tool()
     results, page = _copy(tmp_path)
     record = results / "benchmarks" / "make-test.jsonl"
-    last = json.loads(record.read_text(encoding="utf-8").splitlines()[-1])
+    rows = [json.loads(x) for x in record.read_text(encoding="utf-8").splitlines() if x.strip()]
     with record.open("a", encoding="utf-8") as f:
-        f.write(json.dumps({**last, "when": "2099-01-01T00:00:00Z", "seconds": 700.0}) + "\n")
+        f.write(json.dumps({**rows[-1], "when": "2099-01-01T00:00:00Z", "seconds": 700.0}) + "\n")
     wall = _block(tool.fill(page.read_text(encoding="utf-8"), results), "cpu-wall")
     assert "| 11 min 40 s (environment" in wall
-    assert wall.count("| **not met** |") == 1 and wall.count("earlier row, not judged") == 2
+    assert wall.count("| **not met** |") == 1 and wall.count("not judged") == len(rows)
+
+
+def test_a_make_test_that_failed_is_shown_failed_and_never_met(tmp_path):
+    tool = _tool()
+    results, page = _copy(tmp_path)
+    record = results / "benchmarks" / "make-test.jsonl"
+    last = json.loads(record.read_text(encoding="utf-8").splitlines()[-1])
+    with record.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({**last, "when": "2099-01-01T00:00:00Z", "seconds": 300.0, "status": 2}) + "\n")
+    wall = _block(tool.fill(page.read_text(encoding="utf-8"), results), "cpu-wall")
+    assert "(2099-01-01" in wall and "failed (exit status 2)" in wall
+    assert "| ≤ 10 min | met |" not in wall
 
 
 def test_a_narrow_tail_that_loses_more_than_the_seed_noise_does_not_pass(tmp_path):

@@ -306,11 +306,13 @@ def cpu_wall_block(results: Path) -> list[str]:
              _run_row(results, "demo", "`make demo` (everything, environment present)", CPU_TARGETS_S["demo"])]
     tests = _rows(results / "benchmarks" / "make-test.jsonl")
     for i, r in enumerate(tests):
-        last = i == len(tests) - 1
+        last, failed = i == len(tests) - 1, r.get("status", 0) != 0
+        judged = ("failed (exit status {}), not judged".format(r["status"]) if failed else
+                  verdict(r["seconds"], CPU_TARGETS_S["test"], False) if last else "earlier row, not judged")
         lines.append(f"| `make test` on a fresh clone, `.venv` created ({r['when'][:10]}, commit {r['commit'][:7]}, "
                      f"load {r['loadavg_before'][0]:.1f} at start) | {_minutes(r['seconds'])} (environment "
                      f"{r['env_seconds']:.0f} s; `results/benchmarks/make-test.jsonl`) | ≤ {CPU_TARGETS_S['test'] // 60} "
-                     f"min | {verdict(r['seconds'], CPU_TARGETS_S['test'], False) if last else 'earlier row, not judged'} |")
+                     f"min | {judged} |")
     for r in _rows(results / "benchmarks" / "cpu.jsonl"):
         where = f"{r['date'][:10]}, load {r['load_average_1min']:.1f}; `results/benchmarks/cpu.jsonl`"
         lines += [f"| mini-SECOND demo generation ({r['pairs_generated']} pairs, {r['generated_size']}) | "
