@@ -8,6 +8,7 @@ import importlib.util
 import json
 import re
 import shutil
+import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +17,8 @@ NEEDED = ["benchmarks/nvidia-h100-80gb-hbm3.jsonl", "benchmarks/cpu-x86-64-2thre
           "benchmarks/cost-model.jsonl", "benchmarks/cpu.jsonl", "benchmarks/cpu-step.jsonl",
           "benchmarks/make-test.jsonl", "gpu/metrics/train_baseline.json", "gpu/metrics/train_textscd.json",
           "gpu/run.json", "fast/run.json", "demo/run.json", "cpu-30ep/metrics/training_summary.json",
-          "cpu-30ep-seed1/metrics/training_summary.json", "cpu-30ep-narrow/errors/summary.json"]
+          "cpu-30ep-seed1/metrics/training_summary.json", "cpu-30ep-narrow/errors/summary.json",
+          "benchmarks/cpu-x86-64-1threads.jsonl"]
 BLOCK = re.compile(r"^<!-- generated: ([\w-]+) \(tools/performance_page\.py\) -->$.*?^<!-- end generated: \1 -->$",
                    re.S | re.M)
 INDENTED_CODE = re.compile(r"^ {4}.*$", re.M)
@@ -151,3 +153,18 @@ def test_a_measured_number_planted_in_the_prose_is_found_and_one_in_a_block_is_n
                            "## The fast path, change by change\n\nThe H100 ran 164.7 pairs/s.\n")
     assert [x.split(" in ")[0] for x in prose_numbers(planted)] == ["164.7"]
     assert "164.7" in _block(text, "gpu-step") and prose_numbers(text) == []
+
+
+def test_the_demo_setting_bench_block_divides_by_the_fp32_rows_of_the_same_model(tmp_path):
+    tool = _tool()
+    results, page = _copy(tmp_path)
+    record = results / "benchmarks" / "cpu-x86-64-1threads.jsonl"
+    rows = [json.loads(x) for x in record.read_text(encoding="utf-8").splitlines() if x.strip()]
+    fp32 = [r["step_ms_median"] for r in rows if r["case"] == "train_step" and r["model"] == "textscd"
+            and r["precision"] == "fp32" and not r["channels_last"]]
+    ref = statistics.median(fp32)
+    rows.append({**rows[-1], "case": "train_step", "model": "textscd", "precision": "bf16", "channels_last": True,
+                 "step_ms_median": ref / 4, "time": "2099-01-01T00:00:00+0000"})
+    record.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    block = _block(tool.fill(page.read_text(encoding="utf-8"), results), "cpu-demo-bench")
+    assert "| 2099-01-01 00:00 | TextSCD | bf16 | on |" in block and block.rstrip().count("| ×4.00 |") == 1

@@ -15,6 +15,7 @@ import argparse
 import difflib
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -291,6 +292,29 @@ def cpu_bench_block(results: Path) -> list[str]:
     return lines
 
 
+CPU_DEMO_BENCH = "benchmarks/cpu-x86-64-1threads.jsonl"   # textscd bench --device cpu at the demo's setting
+
+
+def cpu_demo_bench_block(results: Path) -> list[str]:
+    """``textscd bench --device cpu`` train steps at the demo's setting (one thread), every row in order, each
+    against the median of the fp32, contiguous rows of its model in the same file."""
+    path = results / CPU_DEMO_BENCH
+    if not path.is_file():
+        return [f"No record yet: `OMP_NUM_THREADS=1 textscd bench --device cpu --size 128 --batch 8 --precision "
+                f"fp32|bf16 --channels-last off|on --record` appends to {_src(results, CPU_DEMO_BENCH)}."]
+    rows = [r for r in _rows(path) if r.get("case") == "train_step"]
+    ref = {m: statistics.median(r["step_ms_median"] for r in rows if r["model"] == m and r["precision"] == "fp32"
+                                and not r["channels_last"] and not r.get("compile")) for m in {r["model"] for r in rows}}
+    lines = [f"{_src(results, CPU_DEMO_BENCH)} (`textscd bench --device cpu`, one thread; every train-step row in "
+             "order):", "", "| time | model | precision | channels_last | s per step (median) | pairs/s | "
+             "× vs fp32 |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['time'][:16].replace('T', ' ')} | {NAMES[r['model']]} | {r['precision']} | "
+              f"{'on' if r['channels_last'] else 'off'} | {r['step_ms_median'] / 1e3:.2f} | {r['pairs_per_s']:.2f} | "
+              f"×{ref[r['model']] / r['step_ms_median']:.2f} |" for r in rows]
+    return lines + ["", f"Setting: {rows[-1]['size']}², batch {rows[-1]['batch']}, torch {rows[-1]['torch']}. Rule: "
+                    "a speed-up is the median step of the model's fp32, contiguous rows in this file over the row's."]
+
+
 def _run_row(results: Path, run: str, what: str, target_s: int) -> str:
     """One series run's notebook time (``results/<run>/run.json``, the sum its chapters recorded) and its verdict."""
     rec = _json(results / run / "run.json")
@@ -387,7 +411,7 @@ def tail_study_block(results: Path) -> list[str]:
 
 BLOCKS = {"gpu-step": gpu_step_block, "cost-model": cost_block, "cpu-parts": cpu_parts_block,
           "cpu-wall": cpu_wall_block, "cpu-bench": cpu_bench_block, "cpu-step": cpu_step_block,
-          "cost-tails": cost_tails_block, "tail-study": tail_study_block}
+          "cost-tails": cost_tails_block, "tail-study": tail_study_block, "cpu-demo-bench": cpu_demo_bench_block}
 
 
 def fill(page: str, results: Path) -> str:
