@@ -10,7 +10,8 @@ of that epoch's ``last.pt`` (a copy kept as ``epoch-NNN.pt``):
     pass on a copy of the model, no step);
 (d) val SeK with oracle, empty and shuffled captions.
 
-Each measurement is one JSON line in ``results/text-dynamics/<run>.jsonl``; epochs already there are skipped.
+Each measurement is one JSON line in ``results/text-dynamics/<run>.jsonl`` (a run with an intervention option:
+``results/text-interventions/<run>.jsonl``, the line naming it); epochs already there are skipped.
 Runs (data, checkpoints) live under ``$TEXTSCD_HOME`` (put it in /tmp). Measuring runs in a child process
 (``--measure``), so a failed measurement never stops the training.
 
@@ -215,7 +216,8 @@ def measure_one(ck_path: Path, run_path: Path) -> dict:
     sek = {s: 100 * map_scores(predict_maps(model, val, tf, "cpu"), labels)["SeK"] for s, tf in feats.items()}
     return {"tgi_share": share, "tgi_vs_empty": vs_empty, "attention_entropy": attention_entropy(att),
             "grad": g, "sek": sek, "gap_empty": sek["oracle"] - sek["empty"],
-            "gap_shuffled": sek["oracle"] - sek["shuffled"], "val_pairs_ab": len(sub), "val_pairs_sek": len(val)}
+            "gap_shuffled": sek["oracle"] - sek["shuffled"], "val_pairs_ab": len(sub), "val_pairs_sek": len(val),
+            "substitutes": list(model.checkpoint.get("substitutes", []))}  # the run's offline stand-ins, recorded
 
 
 def measure_all(args) -> int:

@@ -54,12 +54,12 @@ def load_dynamics(folder: str | Path) -> pd.DataFrame:
     return df.sort_values(["seed", "epoch"]).reset_index(drop=True)
 
 
-def reading_onset(df: pd.DataFrame, noise: Callable[[int], float], by="seed") -> dict:
-    """Per seed (or per value of the columns ``by``), the first measured epoch from which TextSCD reads its
-    caption at every later measurement: oracle captions score at least ``noise(epoch)`` SeK above empty ones (our
-    rule). None when no such epoch was measured."""
+def reading_onset(df: pd.DataFrame, noise: Callable[[int], float]) -> dict[int, int | None]:
+    """Per seed, the first measured epoch from which TextSCD reads its caption at every later measurement: oracle
+    captions score at least ``noise(epoch)`` SeK above empty ones (our rule). None when no such epoch was
+    measured."""
     out = {}
-    for seed, g in df.groupby(by):
+    for seed, g in df.groupby("seed"):
         g = g.sort_values("epoch")
         reads = [gap >= noise(int(e)) for e, gap in zip(g.epoch, g.gap_empty)]
         onset = None
@@ -67,7 +67,7 @@ def reading_onset(df: pd.DataFrame, noise: Callable[[int], float], by="seed") ->
             if not reads[k]:
                 break
             onset = int(g.epoch.iloc[k])
-        out[int(seed) if by == "seed" else seed] = onset
+        out[int(seed)] = onset
     return out
 
 

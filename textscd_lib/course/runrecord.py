@@ -21,8 +21,9 @@ class RunError(RuntimeError):
     """A run that cannot start (bad parameters) or a notebook that failed."""
 
 
-def read_run_json(out: Path) -> dict | None:
-    f = out / "run.json"
+def read_run_json(out: Path, name: str = "run.json") -> dict | None:
+    """``out/name`` (the run's record, or the kept :data:`PREVIOUS` one) read, None when it is not there."""
+    f = out / name
     if not f.exists():
         return None
     try:
@@ -141,15 +142,8 @@ def finished_record(run_path: str | Path, previous: bool = True) -> dict | None:
     record = read_run_json(Path(run_path))
     if _finished(record):
         return record
-    kept = Path(run_path) / PREVIOUS
-    if previous and kept.is_file():
-        try:
-            old = json.loads(kept.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise RunError(f"{kept}: not valid JSON ({e}); delete it") from e
-        if _finished(old):
-            return {**old, "record_file": PREVIOUS}
-    return None
+    old = read_run_json(Path(run_path), PREVIOUS) if previous else None
+    return {**old, "record_file": PREVIOUS} if _finished(old) else None
 
 
 def lab_route(times: dict[str, float], measured: dict[str, float] | None = None) -> list[dict]:

@@ -337,9 +337,9 @@ def param_groups(model: torch.nn.Module, tgi_lr_scale: float = 1.0) -> list[dict
     if tgi_lr_scale <= 0:
         raise ValueError(f"tgi_lr_scale must be > 0, got {tgi_lr_scale}")
     tgi = getattr(model, "tgi", None)
-    if tgi_lr_scale == 1.0 or tgi is None:
-        if tgi_lr_scale != 1.0:
-            raise ValueError(f"tgi_lr_scale={tgi_lr_scale}: this model has no TGI (a Baseline?)")
+    if tgi is None and tgi_lr_scale != 1.0:
+        raise ValueError(f"tgi_lr_scale={tgi_lr_scale}: this model has no TGI (a Baseline?)")
+    if tgi is None or tgi_lr_scale == 1.0:
         return [{"params": list(model.parameters()), "lr_scale": 1.0}]
     ids = {id(p) for p in tgi.parameters()}
     rest = [p for p in model.parameters() if id(p) not in ids]
